@@ -1,0 +1,56 @@
+# gatewatch: `make demo` and `make test` are the two setup commands on a fresh machine.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+KAFKA_STATE := .gatewatch/test-kafka
+# Debian packages that tests and benchmarks drive as real peers.
+DEBIAN_TOOLS := wrk nginx chromium
+
+.PHONY: demo test lint bench eval reliability install debian-deps clean
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: install, run the whole loop on the embedded default, print its summary
+demo: install
+	$(BIN)/gatewatch demo
+
+## debian-deps: install wrk, nginx and chromium if missing (needs root, as on CI)
+debian-deps:
+	@missing=""; for tool in $(DEBIAN_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  guard=0; [ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+	  [ $$guard = 1 ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	fi
+
+## lint: ruff and mypy
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## test: lint, start a real Kafka broker, run pytest, stop the broker
+test: install debian-deps lint
+	@bootstrap=$$($(BIN)/gatewatch dev kafka start --state-dir $(KAFKA_STATE)) || exit 1; \
+	echo "Apache Kafka broker started at $$bootstrap"; \
+	GATEWATCH_KAFKA=$$bootstrap $(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/gatewatch dev kafka stop --state-dir $(KAFKA_STATE); exit $$rc
+
+## bench: every benchmark in bench/ (tables on stdout, JSON in bench/results/)
+bench: install debian-deps
+	@bootstrap=$$($(BIN)/gatewatch dev kafka start --state-dir $(KAFKA_STATE)) || exit 1; \
+	rc=0; for script in bench/*.py; do GATEWATCH_KAFKA=$$bootstrap $(PY) $$script || rc=1; done; \
+	$(BIN)/gatewatch dev kafka stop --state-dir $(KAFKA_STATE); exit $$rc
+
+clean:
+	rm -rf .gatewatch bench/results test-artifacts

@@ -1,0 +1,10 @@
+"""`gatewatch` subcommands of the dashboards stage."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add this stage's subcommands (none yet)."""

@@ -1,0 +1,1 @@
+"""gatewatch stage: detectors."""

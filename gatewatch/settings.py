@@ -1,0 +1,69 @@
+"""One typed settings object, read from `GATEWATCH_*` env vars and overridden by CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gatewatch.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Everything a gatewatch process needs to find its neighbours."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWATCH_", extra="ignore")
+
+    kafka: str = Field("", description="Kafka bootstrap servers; empty = embedded in-process span log")
+    clickhouse: str = Field("", description="ClickHouse DSN; empty = chdb://<data_dir>/clickhouse")
+    database: str = Field("gatewatch", description="ClickHouse database")
+    data_dir: Path = Field(Path(".gatewatch"), description="Where embedded state lives")
+    traces_ttl_days: int = Field(0, ge=0, description="otel_traces TTL in days; 0 = keep forever")
+    cluster: str = Field("", description="ClickHouse cluster name: Replicated tables + Distributed table")
+
+    host: str = Field("127.0.0.1", description="Address every listener binds to")
+    collector_http_port: int = Field(4318, ge=0, le=65535)
+    collector_grpc_port: int = Field(4317, ge=0, le=65535)
+    pipeline_metrics_port: int = Field(9464, ge=0, le=65535)
+    gateway_port: int = Field(8080, ge=0, le=65535)
+    gateway_admin_port: int = Field(9901, ge=0, le=65535)
+    control_plane_port: int = Field(8700, ge=0, le=65535)
+    control_plane_url: str = Field("", description="Where proxies fetch decisions; empty = local file")
+    control_token: SecretStr = Field(SecretStr(""), description="Bearer token of the control plane")
+    otlp_endpoint: str = Field("", description="OTLP/HTTP endpoint proxies export to; empty = collector")
+
+    spans_topic: str = "otlp_spans"
+    dlq_topic: str = "otlp_spans.dlq"
+    decisions_topic: str = "gatewatch.decisions"
+
+    @field_validator("clickhouse")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("chdb://", "http://", "https://")):
+            raise ValueError("must start with chdb://, http:// or https://")
+        return value
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """The DSN to open: the configured one, or the embedded chDB store under data_dir."""
+        return self.clickhouse or f"chdb://{self.data_dir.resolve() / 'clickhouse'}"
+
+    @property
+    def collector_endpoint(self) -> str:
+        """OTLP/HTTP base URL that proxies export traces to."""
+        return self.otlp_endpoint or f"http://{self.host}:{self.collector_http_port}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment with CLI overrides (None values are ignored)."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise ConfigError(
+            f"setting {name} (env GATEWATCH_{name.upper()}): {first['msg']}"
+        ) from None

@@ -1,0 +1,332 @@
+"""The span log: an append-only, partitioned message log between collector and pipeline.
+
+One small interface, two implementations sharing one code path for their users:
+`KafkaLog` (kafka-python, `acks=all`) for the full stack, and `EmbeddedLog` (in-process,
+bounded, blocking when full rather than dropping) for `make demo` and single-process use.
+Consumers commit offsets explicitly, so a restarted consumer replays what it had not committed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gatewatch.errors import SpanLogFull, SpanLogUnavailable
+from gatewatch.settings import Settings
+
+Headers = tuple[tuple[str, bytes], ...]
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One log record; `partition`/`offset` are set on consumed messages."""
+
+    value: bytes
+    key: bytes | None = None
+    headers: Headers = ()
+    topic: str = ""
+    partition: int = 0
+    offset: int = -1
+
+
+class LogProducer(ABC):
+    """Writes messages to one topic."""
+
+    @abstractmethod
+    def send(self, messages: Sequence[Message], timeout_s: float = 10.0) -> None:
+        """Return once every message is durably stored, or raise SpanLogUnavailable."""
+
+    @abstractmethod
+    def healthy(self) -> bool:
+        """True while the log can accept writes."""
+
+    def close(self, timeout_s: float = 10.0) -> None:  # noqa: B027 - optional hook
+        """Flush and release resources."""
+
+
+class LogConsumer(ABC):
+    """Reads one topic as a member of a consumer group; offsets are committed explicitly."""
+
+    @abstractmethod
+    def poll(self, max_messages: int = 10_000, timeout_s: float = 1.0) -> list[Message]:
+        """The next messages after the current position (possibly none)."""
+
+    @abstractmethod
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Record `next offset to read` per partition for the group."""
+
+    @abstractmethod
+    def lag(self) -> int:
+        """Messages in the log that the group has not committed yet."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Leave the group without committing."""
+
+
+class SpanLog(ABC):
+    """Factory for producers and consumers of one log backend."""
+
+    @abstractmethod
+    def producer(self, topic: str) -> LogProducer:
+        """A producer for `topic`."""
+
+    @abstractmethod
+    def consumer(self, topic: str, group: str) -> LogConsumer:
+        """A consumer of `topic` in `group`, starting at the group's committed offsets."""
+
+
+def next_offsets(messages: Sequence[Message]) -> dict[TopicPartition, int]:
+    """The offsets to commit after processing `messages`: last offset + 1 per partition."""
+    result: dict[TopicPartition, int] = {}
+    for message in messages:
+        tp = (message.topic, message.partition)
+        result[tp] = max(result.get(tp, 0), message.offset + 1)
+    return result
+
+
+# --- embedded ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _EmbeddedTopic:
+    capacity: int
+    base: int = 0  # offset of entries[0]
+    entries: list[Message] = field(default_factory=list)
+    committed: dict[str, int] = field(default_factory=dict)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def end(self) -> int:
+        return self.base + len(self.entries)
+
+    def retained_from(self) -> int:
+        """Lowest offset some group still needs; everything below can be dropped."""
+        return min(self.committed.values(), default=self.base)
+
+    def trim(self) -> None:
+        keep_from = self.retained_from()
+        if keep_from > self.base:
+            del self.entries[: keep_from - self.base]
+            self.base = keep_from
+
+
+class _EmbeddedProducer(LogProducer):
+    def __init__(self, topic: str, state: _EmbeddedTopic) -> None:
+        self._topic = topic
+        self._state = state
+
+    def send(self, messages: Sequence[Message], timeout_s: float = 10.0) -> None:
+        state = self._state
+        if len(messages) > state.capacity:
+            raise SpanLogFull(f"batch of {len(messages)} messages exceeds the span log capacity")
+        deadline = time.monotonic() + timeout_s
+        with state.cond:
+            while state.end - state.retained_from() + len(messages) > state.capacity:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise SpanLogFull("embedded span log is full: the pipeline is behind")
+                state.cond.wait(remaining)
+            for message in messages:
+                state.entries.append(
+                    Message(message.value, message.key, message.headers, self._topic, 0, state.end)
+                )
+            state.cond.notify_all()
+
+    def healthy(self) -> bool:
+        return True
+
+
+class _EmbeddedConsumer(LogConsumer):
+    def __init__(self, topic: str, group: str, state: _EmbeddedTopic) -> None:
+        self._topic, self._group, self._state = topic, group, state
+        with state.cond:
+            state.committed.setdefault(group, state.base)
+            self._position = state.committed[group]
+
+    def poll(self, max_messages: int = 10_000, timeout_s: float = 1.0) -> list[Message]:
+        state = self._state
+        with state.cond:
+            if self._position >= state.end:
+                state.cond.wait(timeout_s)
+            start = max(self._position, state.base) - state.base
+            batch = state.entries[start : start + max_messages]
+            self._position = state.base + start + len(batch)
+            return batch
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        state = self._state
+        with state.cond:
+            offset = offsets.get((self._topic, 0))
+            if offset is not None and offset > state.committed.get(self._group, 0):
+                state.committed[self._group] = offset
+                state.trim()
+                state.cond.notify_all()
+
+    def lag(self) -> int:
+        with self._state.cond:
+            return self._state.end - self._state.committed.get(self._group, self._state.base)
+
+
+class EmbeddedLog(SpanLog):
+    """In-process log: one partition per topic, bounded, producers block while it is full."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._topics: dict[str, _EmbeddedTopic] = {}
+        self._lock = threading.Lock()
+
+    def _topic(self, name: str) -> _EmbeddedTopic:
+        with self._lock:
+            return self._topics.setdefault(name, _EmbeddedTopic(self._capacity))
+
+    def producer(self, topic: str) -> LogProducer:
+        return _EmbeddedProducer(topic, self._topic(topic))
+
+    def consumer(self, topic: str, group: str) -> LogConsumer:
+        return _EmbeddedConsumer(topic, group, self._topic(topic))
+
+
+# --- Kafka ------------------------------------------------------------------------------------
+
+
+def _unavailable(bootstrap: str, exc: BaseException) -> SpanLogUnavailable:
+    return SpanLogUnavailable(
+        f"Kafka at {bootstrap} is not reachable ({type(exc).__name__}: {exc}); "
+        "check GATEWATCH_KAFKA and that the broker is running"
+    )
+
+
+class _KafkaProducer(LogProducer):
+    def __init__(self, bootstrap: str, topic: str, options: dict[str, Any]) -> None:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
+        self._bootstrap, self._topic = bootstrap, topic
+        config: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "acks": "all",
+            "linger_ms": 5,
+            "batch_size": 1 << 20,
+            "max_request_size": 1 << 20,
+            "request_timeout_ms": 10_000,
+            "max_block_ms": 10_000,
+            "retries": 5,
+        }
+        config.update(options)
+        try:
+            self._producer = KafkaProducer(**config)
+        except KafkaError as exc:
+            raise _unavailable(bootstrap, exc) from None
+
+    def send(self, messages: Sequence[Message], timeout_s: float = 10.0) -> None:
+        from kafka.errors import KafkaError
+
+        deadline = time.monotonic() + timeout_s
+        try:
+            futures = [
+                self._producer.send(self._topic, value=m.value, key=m.key, headers=list(m.headers))
+                for m in messages
+            ]
+            for future in futures:
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+        except KafkaError as exc:
+            raise _unavailable(self._bootstrap, exc) from None
+
+    def healthy(self) -> bool:
+        return bool(self._producer.bootstrap_connected())
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        self._producer.close(timeout=timeout_s)
+
+
+class _KafkaConsumer(LogConsumer):
+    def __init__(self, bootstrap: str, topic: str, group: str, options: dict[str, Any]) -> None:
+        from kafka import KafkaConsumer
+        from kafka.errors import KafkaError
+
+        self._bootstrap = bootstrap
+        config: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "group_id": group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "max_partition_fetch_bytes": 8 << 20,
+        }
+        config.update(options)
+        try:
+            self._consumer = KafkaConsumer(topic, **config)
+        except KafkaError as exc:
+            raise _unavailable(bootstrap, exc) from None
+
+    def poll(self, max_messages: int = 10_000, timeout_s: float = 1.0) -> list[Message]:
+        from kafka.errors import KafkaError
+
+        try:
+            records = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_messages)
+        except KafkaError as exc:
+            raise _unavailable(self._bootstrap, exc) from None
+        return [
+            Message(r.value, r.key, tuple(r.headers or ()), r.topic, r.partition, r.offset)
+            for batch in records.values()
+            for r in batch
+        ]
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        from kafka import TopicPartition as KafkaTopicPartition
+        from kafka.errors import KafkaError
+        from kafka.structs import OffsetAndMetadata
+
+        try:
+            self._consumer.commit(
+                {KafkaTopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+            )
+        except KafkaError as exc:
+            raise _unavailable(self._bootstrap, exc) from None
+
+    def lag(self) -> int:
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return 0
+        ends = self._consumer.end_offsets(list(assigned))
+        total = 0
+        for tp in assigned:
+            committed = self._consumer.committed(tp) or 0
+            total += max(0, ends.get(tp, 0) - committed)
+        return total
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
+
+
+class KafkaLog(SpanLog):
+    """Apache Kafka through kafka-python; extra client options pass through unchanged."""
+
+    def __init__(self, bootstrap: str, **options: Any) -> None:
+        self.bootstrap = bootstrap
+        self._options = options
+
+    def producer(self, topic: str) -> LogProducer:
+        return _KafkaProducer(self.bootstrap, topic, self._options.get("producer", {}))
+
+    def consumer(self, topic: str, group: str) -> LogConsumer:
+        return _KafkaConsumer(self.bootstrap, topic, group, self._options.get("consumer", {}))
+
+
+_embedded: EmbeddedLog | None = None
+_embedded_lock = threading.Lock()
+
+
+def open_span_log(settings: Settings) -> SpanLog:
+    """Kafka when GATEWATCH_KAFKA is set, else the process-wide embedded log."""
+    global _embedded
+    if settings.kafka:
+        return KafkaLog(settings.kafka)
+    with _embedded_lock:
+        if _embedded is None:
+            _embedded = EmbeddedLog()
+        return _embedded

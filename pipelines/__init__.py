@@ -1,0 +1,1 @@
+"""Span log -> ClickHouse: decode, map, batch, write; schema migrations; rollups."""
