@@ -1,0 +1,288 @@
+"""The proxy engine's policy contract: what a policy sees, what it returns, how chains are built.
+
+One engine, several chains (Envoy's filter-chain idea). A policy is onion-shaped middleware:
+
+    class Deny:
+        name = "deny"
+        async def handle(self, exchange: Exchange, call_next: CallNext) -> Response:
+            if exchange.request.headers.get("x-deny"):
+                exchange.set_attribute("gatewatch.deny", True)
+                return Response.json(403, {"error": "denied"})
+            return await call_next(exchange)
+
+* It may answer (401, 429, 503, ...) without calling `call_next`, or pass the exchange on, or wrap
+  the call (retry, breaker, deadline). The innermost handler is the upstream caller
+  (`proxy.upstream.UpstreamCaller`), which sends the request to `exchange.upstream`.
+* Upstream failures surface as `ProxyError` subclasses (`UpstreamConnectError` 502,
+  `UpstreamTimeout` 504) so wrapping policies can catch them; the server turns any uncaught
+  `ProxyError` into its status with a JSON error body.
+* Span attributes: `exchange.set_attribute(key, value)`; the tracing layer copies them onto the
+  request's server span when the response completes. Use OTel semantic-convention names first,
+  `gatewatch.*` for our own (`gatewatch.ratelimit.outcome`, `gatewatch.breaker.state`).
+* Metrics: a policy that exports metrics takes a `prometheus_client.CollectorRegistry` in its
+  constructor and creates `gatewatch_proxy_*` (shared engine) or `gatewatch_gateway_*` /
+  `gatewatch_sidecar_*` (mode-specific) metrics there; the admin port serves that registry.
+* A retrying policy must only retry when `exchange.request.body` is replayable: the request body
+  is a one-shot stream unless a policy buffered it with `await exchange.request.buffer_body(limit)`.
+* Work after the response is written (end a span, release a permit): `exchange.on_complete(cb)`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from proxy.upstream import Cluster, Endpoint
+
+AttributeValue = str | bool | int | float
+Body = AsyncIterable[bytes]
+
+
+class Headers:
+    """Ordered multi-map of header fields; names are kept lower-case, values as latin-1 str."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = [(name.lower(), value) for name, value in items]
+
+    @classmethod
+    def trusted(cls, items: list[tuple[str, str]]) -> Headers:
+        """Wrap a list whose names are already lower-case (parser fast path; no copy)."""
+        headers = cls.__new__(cls)
+        headers._items = items
+        return headers
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The first value of `name` (lower-case), or default."""
+        for key, value in self._items:
+            if key == name:
+                return value
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of `name` (lower-case), in order."""
+        return [value for key, value in self._items if key == name]
+
+    def add(self, name: str, value: str) -> None:
+        """Append a field (keeps existing ones)."""
+        self._items.append((name.lower(), value))
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field called `name` with one."""
+        self.remove(name)
+        self._items.append((name.lower(), value))
+
+    def remove(self, name: str) -> None:
+        """Drop every field called `name`."""
+        name = name.lower()
+        self._items = [item for item in self._items if item[0] != name]
+
+    def items(self) -> list[tuple[str, str]]:
+        """The fields as (lower-case name, value) pairs; the list is live, do not keep it."""
+        return self._items
+
+    def __contains__(self, name: object) -> bool:
+        return any(key == name for key, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+async def _replay(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+class BodyTooLarge(Exception):
+    """A body exceeded the limit given to `Request.buffer_body` (the server answers 413)."""
+
+
+class Request:
+    """One HTTP/1.1 request as the proxy received it; policies may edit headers and target."""
+
+    __slots__ = ("_buffered", "body", "content_length", "headers", "host", "method", "path", "query", "version")
+
+    def __init__(
+        self, method: str, path: str, query: str, headers: Headers, body: Body | None = None,
+        version: str = "1.1", content_length: int | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body: Body = body if body is not None else _empty()
+        self.version = version
+        self.content_length = content_length  # None: chunked or no body
+        self.host = headers.get("host", "") or ""
+        self._buffered: list[bytes] | None = None if body is not None else []
+
+    @property
+    def target(self) -> str:
+        """The request-target to send upstream: path plus `?query` if any."""
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+    @property
+    def replayable(self) -> bool:
+        """True when the body is buffered (or absent), so the request can be sent again."""
+        return self._buffered is not None
+
+    async def buffer_body(self, limit: int) -> bytes:
+        """Read the whole body (at most `limit` bytes, else BodyTooLarge) and make it replayable."""
+        if self._buffered is None:
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in self.body:
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"request body over {limit} bytes")
+                chunks.append(chunk)
+            self._buffered = chunks
+        self.body = _replay(self._buffered)
+        return b"".join(self._buffered)
+
+    def fresh_body(self) -> Body:
+        """A new iterator over a buffered body (for each retry attempt); the live stream otherwise."""
+        if self._buffered is not None:
+            self.body = _replay(self._buffered)
+        return self.body
+
+
+class Response:
+    """A response to send downstream; `body` is bytes or a stream of chunks (sent as it arrives)."""
+
+    __slots__ = ("body", "content_length", "headers", "reason", "status")
+
+    def __init__(
+        self, status: int, headers: Headers | None = None, body: bytes | Body = b"",
+        content_length: int | None = None, reason: str = "",
+    ) -> None:
+        self.status = status
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+        # For streamed bodies: the upstream's Content-Length, or None to send chunked.
+        self.content_length = len(body) if isinstance(body, bytes) else content_length
+        self.reason = reason
+
+    @classmethod
+    def json(cls, status: int, payload: Any, headers: Iterable[tuple[str, str]] = ()) -> Response:
+        """A small JSON response (error bodies, admin answers)."""
+        response = cls(status, Headers(headers), json.dumps(payload, separators=(",", ":")).encode())
+        response.headers.set("content-type", "application/json")
+        return response
+
+
+class ProxyError(Exception):
+    """A failure the server answers with `status` and a JSON body `{"error": code, "message": ...}`."""
+
+    status = 500
+    code = "proxy_error"
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+    def response(self) -> Response:
+        """The downstream answer for this error."""
+        return Response.json(self.status, {"error": self.code, "message": str(self)})
+
+
+class UpstreamConnectError(ProxyError):
+    """The upstream refused or dropped the connection before answering (502); safe to retry."""
+
+    status = 502
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(ProxyError):
+    """The upstream did not answer within the route timeout or deadline (504)."""
+
+    status = 504
+    code = "upstream_timeout"
+
+
+class NoRoute(ProxyError):
+    """No route matches the request (404)."""
+
+    status = 404
+    code = "no_route"
+
+
+class Exchange:
+    """One request's journey through the chain: the request plus what policies decided about it."""
+
+    __slots__ = (
+        "_completions", "attributes", "client_address", "client_port", "deadline", "endpoint", "request",
+        "route", "scheme", "state", "timeout_s", "upstream",
+    )
+
+    def __init__(self, request: Request, client_address: str, client_port: int = 0, scheme: str = "http") -> None:
+        self.request = request
+        self.client_address = client_address
+        self.client_port = client_port
+        self.scheme = scheme
+        self.route: Any = None  # the matched route (mode-specific type), set by the routing policy
+        self.upstream: Cluster | None = None  # where the upstream caller sends the request
+        self.endpoint: Endpoint | None = None  # chosen endpoint (set by the caller; a policy may pin one)
+        self.timeout_s: float | None = None  # per-try time to first response byte
+        self.deadline: float | None = None  # absolute loop.time() after which the exchange fails (504)
+        self.attributes: dict[str, AttributeValue] = {}
+        self.state: dict[str, Any] = {}  # scratch space shared by policies of one chain
+        self._completions: list[Callable[[Exchange, int], None]] | None = None
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        """Record an attribute on this request's span."""
+        self.attributes[key] = value
+
+    def on_complete(self, callback: Callable[[Exchange, int], None]) -> None:
+        """Call `callback(exchange, status)` once the response is written (or the exchange failed)."""
+        if self._completions is None:
+            self._completions = []
+        self._completions.append(callback)
+
+    def complete(self, status: int) -> None:
+        """Run the completion callbacks (the server calls this exactly once)."""
+        callbacks, self._completions = self._completions, None
+        for callback in callbacks or ():
+            callback(self, status)
+
+
+CallNext = Callable[[Exchange], Awaitable[Response]]
+
+
+class Policy(Protocol):
+    """One link of a chain: answer the exchange or pass it on with `await call_next(exchange)`."""
+
+    name: str
+
+    async def handle(self, exchange: Exchange, call_next: CallNext) -> Response:
+        """Return the response for this exchange."""
+        ...
+
+
+def build_chain(policies: Iterable[Policy], terminal: CallNext) -> CallNext:
+    """Compose policies (outermost first) around the terminal handler into one callable."""
+    handler = terminal
+    for policy in reversed(list(policies)):
+        handler = _bind(policy, handler)
+    return handler
+
+
+def _bind(policy: Policy, call_next: CallNext) -> CallNext:
+    async def handle(exchange: Exchange) -> Response:
+        return await policy.handle(exchange, call_next)
+
+    return handle
