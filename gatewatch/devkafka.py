@@ -149,8 +149,23 @@ def wait_until_ready(bootstrap: str, timeout_s: float = 60.0) -> None:
     raise GatewatchError(f"Kafka at {bootstrap} did not become ready in {timeout_s:.0f}s: {last}")
 
 
-def start(state_dir: Path, port: int = 0, timeout_s: float = 90.0) -> Broker:
-    """Start a broker (or return the one already running from this state dir)."""
+def _kept_port(state_dir: Path) -> int:
+    """The listener port of a broker whose data was kept by `stop(keep_data=True)`, else 0."""
+    config = state_dir / "server.properties"
+    if not (state_dir / "data" / "meta.properties").exists() or not config.exists():
+        return 0
+    for line in config.read_text().splitlines():
+        if line.startswith("advertised.listeners="):
+            return int(line.rsplit(":", 1)[1])
+    return 0
+
+
+def start(state_dir: Path, port: int = 0, timeout_s: float = 90.0, keep_data: bool = False) -> Broker:
+    """Start a broker (or return the one already running from this state dir).
+
+    With `keep_data`, a broker stopped by `stop(keep_data=True)` restarts on its old port and
+    log, so what it had acknowledged before is still there (the fault tests restart Kafka so).
+    """
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
     running = status(state_dir)
@@ -160,16 +175,13 @@ def start(state_dir: Path, port: int = 0, timeout_s: float = 90.0) -> Broker:
     if java_major_version(java) < 17:
         raise GatewatchError("Kafka 4 needs Java 17 or newer: install openjdk-17-jre-headless")
     libs = resolve_jars(state_dir)
-    port = port or free_port()
-    config = _write_config(state_dir, port, free_port())
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-    formatted = subprocess.run(
-        _java_command(java, libs, state_dir, "kafka.tools.StorageTool", "format",
-                      "-t", cluster_id, "-c", str(config)),
-        capture_output=True, text=True, timeout=120,
-    )
-    if formatted.returncode != 0:
-        raise GatewatchError(f"Kafka storage format failed: {formatted.stderr.strip()[-300:]}")
+    kept = _kept_port(state_dir) if keep_data else 0
+    if kept:
+        port, config = kept, state_dir / "server.properties"
+    else:
+        port = port or free_port()
+        config = _write_config(state_dir, port, free_port())
+        _format_storage(java, libs, state_dir, config)
     log = (state_dir / "broker.log").open("wb")
     process = subprocess.Popen(
         _java_command(java, libs, state_dir, "kafka.Kafka", str(config)),
@@ -185,8 +197,22 @@ def start(state_dir: Path, port: int = 0, timeout_s: float = 90.0) -> Broker:
     return broker
 
 
-def stop(state_dir: Path, timeout_s: float = 30.0) -> bool:
-    """Stop the broker started from this state dir by its pid; True if one was running."""
+def _format_storage(java: str, libs: Path, state_dir: Path, config: Path) -> None:
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    formatted = subprocess.run(
+        _java_command(java, libs, state_dir, "kafka.tools.StorageTool", "format",
+                      "-t", cluster_id, "-c", str(config)),
+        capture_output=True, text=True, timeout=120,
+    )
+    if formatted.returncode != 0:
+        raise GatewatchError(f"Kafka storage format failed: {formatted.stderr.strip()[-300:]}")
+
+
+def stop(state_dir: Path, timeout_s: float = 30.0, keep_data: bool = False) -> bool:
+    """Stop the broker started from this state dir by its pid; True if one was running.
+
+    `keep_data` leaves its log in place for `start(keep_data=True)`.
+    """
     state_dir = state_dir.resolve()
     broker = status(state_dir)
     (state_dir / "broker.json").unlink(missing_ok=True)
@@ -200,7 +226,8 @@ def stop(state_dir: Path, timeout_s: float = 30.0) -> bool:
     if _is_our_broker(broker):
         os.kill(broker.pid, signal.SIGKILL)
         _reap(broker.pid)
-    shutil.rmtree(state_dir / "data", ignore_errors=True)
+    if not keep_data:
+        shutil.rmtree(state_dir / "data", ignore_errors=True)
     return True
 
 
