@@ -1,0 +1,454 @@
+"""Upstream side of the engine: endpoints, clusters (round robin + passive health) and the pooled
+HTTP/1.1 client written on asyncio protocols with httptools (no httpx/aiohttp on the hot path).
+
+`UpstreamCaller` is the innermost handler of every chain: it sends `exchange.request` to an
+endpoint of `exchange.upstream` and returns the response with its body streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as ssl_module
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httptools
+
+from proxy.headers import response_headers_from_upstream, upstream_request_headers
+from proxy.policy import (
+    Exchange,
+    Headers,
+    NoRoute,
+    Response,
+    UpstreamConnectError,
+    UpstreamTimeout,
+)
+
+# Read-side flow control: pause the upstream socket while this much body is queued unread.
+_HIGH_WATER = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One upstream address; `ssl` turns on TLS (the sidecar's mTLS hook)."""
+
+    host: str
+    port: int
+    ssl: ssl_module.SSLContext | None = field(default=None, compare=False, hash=False)
+    server_hostname: str | None = None
+
+    @property
+    def address(self) -> str:
+        """`host:port`, as recorded on spans and metrics."""
+        return f"{self.host}:{self.port}"
+
+
+class Cluster:
+    """A named set of endpoints: round robin over the healthy ones, passive health by failures."""
+
+    def __init__(
+        self, name: str, endpoints: list[Endpoint], max_failures: int = 3, eject_s: float = 10.0,
+        connect_timeout_s: float = 2.0,
+    ) -> None:
+        if not endpoints:
+            raise ValueError(f"upstream {name!r} has no endpoints")
+        self.name = name
+        self.endpoints = endpoints
+        self.max_failures = max_failures
+        self.eject_s = eject_s
+        self.connect_timeout_s = connect_timeout_s
+        self._next = 0
+        self._failures = [0] * len(endpoints)
+        self._ejected_until = [0.0] * len(endpoints)
+        self._index = {endpoint: i for i, endpoint in enumerate(endpoints)}
+
+    def pick(self) -> Endpoint:
+        """Next healthy endpoint in round-robin order; if all are ejected, the next one anyway."""
+        count = len(self.endpoints)
+        now = time.monotonic()
+        for _ in range(count):
+            i = self._next
+            self._next = (i + 1) % count
+            if self._ejected_until[i] <= now:
+                return self.endpoints[i]
+        i = self._next
+        self._next = (i + 1) % count
+        return self.endpoints[i]
+
+    def report(self, endpoint: Endpoint, ok: bool) -> None:
+        """Passive health: eject an endpoint for `eject_s` after `max_failures` failures in a row."""
+        i = self._index.get(endpoint)
+        if i is None:
+            return
+        if ok:
+            self._failures[i] = 0
+            return
+        self._failures[i] += 1
+        if self._failures[i] >= self.max_failures:
+            self._ejected_until[i] = time.monotonic() + self.eject_s
+            self._failures[i] = 0
+
+    def healthy(self, endpoint: Endpoint) -> bool:
+        """False while the endpoint is ejected."""
+        i = self._index.get(endpoint)
+        return i is None or self._ejected_until[i] <= time.monotonic()
+
+
+class _UpstreamProtocol(asyncio.Protocol):
+    """One upstream connection: parses responses with httptools, queues body chunks."""
+
+    def __init__(self, pool: ConnectionPool, endpoint: Endpoint) -> None:
+        self.pool = pool
+        self.endpoint = endpoint
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers_future: asyncio.Future[None] | None = None
+        self.status = 0
+        self.raw_headers: list[tuple[str, str]] = []
+        self.chunks: deque[bytes] = deque()
+        self.queued = 0
+        self.complete = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.write_paused = False
+        self.read_paused = False
+        self.keep_alive = True
+        self.head = False
+
+    # asyncio callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamConnectError("upstream switched protocols; not supported"))
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamConnectError(f"malformed response from upstream: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        if not self.complete:
+            self._fail(UpstreamConnectError("upstream closed the connection"))
+        self._wake_drain()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_drain()
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.raw_headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # interim response (100 Continue): wait for the final one
+            self.raw_headers = []
+            return
+        self.status = status
+        self.keep_alive = self.parser.should_keep_alive()
+        future = self.headers_future
+        if future is not None and not future.done():
+            future.set_result(None)
+        if self.head:  # a HEAD response has no body whatever its Content-Length says
+            self.keep_alive = False
+            self.complete = True
+            self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.queued += len(body)
+        if self.queued > _HIGH_WATER and not self.read_paused and self.transport is not None:
+            self.read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.status:
+            self.complete = True
+            self._wake()
+
+    # helpers
+    def _fail(self, exc: BaseException) -> None:
+        if self.error is None:
+            self.error = exc
+        future = self.headers_future
+        if future is not None and not future.done():
+            future.set_exception(exc)
+        self._wake()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_drain(self) -> None:
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def reset(self, head: bool) -> None:
+        """Prepare for the next request on this connection."""
+        self.status = 0
+        self.raw_headers = []
+        self.chunks.clear()
+        self.queued = 0
+        self.complete = False
+        self.error = None
+        self.head = head
+        self.headers_future = asyncio.get_running_loop().create_future()
+
+    async def drain(self) -> None:
+        """Wait until the transport's write buffer is below its high-water mark."""
+        while self.write_paused and not self.closed:
+            self.drain_waiter = asyncio.get_running_loop().create_future()
+            await self.drain_waiter
+        if self.closed:
+            raise UpstreamConnectError("upstream closed the connection while sending the request")
+
+    async def next_chunk(self, timeout_s: float | None) -> bytes | None:
+        """The next body chunk, or None at the end of the body."""
+        while True:
+            if self.chunks:
+                chunk = self.chunks.popleft()
+                self.queued -= len(chunk)
+                if self.read_paused and self.queued < _HIGH_WATER // 2 and self.transport is not None:
+                    self.read_paused = False
+                    self.transport.resume_reading()
+                return chunk
+            if self.complete:
+                return None
+            if self.error is not None:
+                raise self.error
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await _with_timeout(self.waiter, timeout_s)
+            finally:
+                self.waiter = None
+
+
+async def _with_timeout(future: asyncio.Future[None], timeout_s: float | None) -> None:
+    """Await a future, failing with UpstreamTimeout after `timeout_s` (cheaper than wait_for)."""
+    if timeout_s is None:
+        await future
+        return
+    loop = asyncio.get_running_loop()
+
+    def expire() -> None:
+        if not future.done():
+            future.set_exception(UpstreamTimeout(f"upstream did not answer within {timeout_s:g}s"))
+
+    handle = loop.call_later(timeout_s, expire)
+    try:
+        await future
+    finally:
+        handle.cancel()
+
+
+class ConnectionPool:
+    """Keep-alive connections per endpoint, reused LIFO; idle ones beyond `max_idle` are closed."""
+
+    def __init__(self, max_idle_per_endpoint: int = 64) -> None:
+        self.max_idle = max_idle_per_endpoint
+        self._idle: dict[Endpoint, list[_UpstreamProtocol]] = {}
+        self._all: set[_UpstreamProtocol] = set()
+
+    async def acquire(self, endpoint: Endpoint, connect_timeout_s: float) -> tuple[_UpstreamProtocol, bool]:
+        """An open connection to `endpoint` and whether it was reused from the pool."""
+        idle = self._idle.get(endpoint)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                return conn, True
+        loop = asyncio.get_running_loop()
+        try:
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: _UpstreamProtocol(self, endpoint), endpoint.host, endpoint.port,
+                    ssl=endpoint.ssl, server_hostname=endpoint.server_hostname if endpoint.ssl else None,
+                ),
+                connect_timeout_s,
+            )
+        except TimeoutError:
+            raise UpstreamTimeout(f"connect to {endpoint.address} timed out") from None
+        except (OSError, ssl_module.SSLError) as exc:
+            raise UpstreamConnectError(f"cannot connect to {endpoint.address}: {exc.strerror or exc}") from None
+        self._all.add(protocol)
+        return protocol, False
+
+    def release(self, conn: _UpstreamProtocol) -> None:
+        """Return a connection after a complete response; close it if it cannot be reused."""
+        if conn.closed or not conn.keep_alive or conn.error is not None or not conn.complete:
+            self.discard(conn)
+            return
+        idle = self._idle.setdefault(conn.endpoint, [])
+        if len(idle) >= self.max_idle:
+            self.discard(conn)
+            return
+        idle.append(conn)
+
+    def discard(self, conn: _UpstreamProtocol) -> None:
+        """Close a connection that must not be reused."""
+        if conn.transport is not None:
+            conn.transport.close()
+        self.forget(conn)
+
+    def forget(self, conn: _UpstreamProtocol) -> None:
+        """Drop a closed connection from the bookkeeping."""
+        self._all.discard(conn)
+        idle = self._idle.get(conn.endpoint)
+        if idle and conn in idle:
+            idle.remove(conn)
+
+    def close(self) -> None:
+        """Close every connection (shutdown)."""
+        for conn in list(self._all):
+            self.discard(conn)
+        self._idle.clear()
+
+    @property
+    def open_connections(self) -> int:
+        """How many upstream connections are open."""
+        return len(self._all)
+
+
+def _encode_head(method: str, target: str, headers: Headers) -> bytearray:
+    head = bytearray(f"{method} {target} HTTP/1.1\r\n".encode("latin-1"))
+    for name, value in headers.items():
+        head += f"{name}: {value}\r\n".encode("latin-1")
+    head += b"\r\n"
+    return head
+
+
+class UpstreamCaller:
+    """The terminal handler: forward the exchange to its upstream cluster, stream the answer back."""
+
+    def __init__(self, pool: ConnectionPool | None = None, add_forwarded: bool = True) -> None:
+        self.pool = pool or ConnectionPool()
+        self.add_forwarded = add_forwarded
+
+    async def __call__(self, exchange: Exchange) -> Response:
+        cluster = exchange.upstream
+        if cluster is None:
+            raise NoRoute("no upstream selected for this request")
+        endpoint = exchange.endpoint or cluster.pick()
+        exchange.endpoint = endpoint
+        wait_s = _remaining(exchange)
+        try:
+            return await self._send(exchange, cluster, endpoint, wait_s)
+        except (UpstreamConnectError, UpstreamTimeout):
+            cluster.report(endpoint, ok=False)
+            raise
+
+    async def _send(self, exchange: Exchange, cluster: Cluster, endpoint: Endpoint, wait_s: float | None) -> Response:
+        request = exchange.request
+        head = request.method == "HEAD"
+        headers = upstream_request_headers(exchange, self.add_forwarded)
+        conn, reused = await self.pool.acquire(endpoint, cluster.connect_timeout_s)
+        # A pooled connection the upstream closed while idle fails before any byte of the answer;
+        # that is safe to retry once on a fresh connection when the body can be replayed.
+        try:
+            return await self._exchange_on(conn, exchange, headers, head, wait_s, cluster, endpoint)
+        except UpstreamConnectError:
+            if not (reused and request.replayable):
+                raise
+        request.fresh_body()
+        conn, _ = await self.pool.acquire(endpoint, cluster.connect_timeout_s)
+        return await self._exchange_on(conn, exchange, headers, head, wait_s, cluster, endpoint)
+
+    async def _exchange_on(
+        self, conn: _UpstreamProtocol, exchange: Exchange, headers: Headers, head: bool,
+        wait_s: float | None, cluster: Cluster, endpoint: Endpoint,
+    ) -> Response:
+        conn.reset(head)
+        try:
+            await self._write_request(conn, exchange, headers)
+            assert conn.headers_future is not None
+            await _with_timeout(conn.headers_future, wait_s)
+        except BaseException:
+            self.pool.discard(conn)
+            raise
+        cluster.report(endpoint, ok=conn.status < 500)
+        response_headers, content_length = response_headers_from_upstream(conn.raw_headers)
+        if head or conn.status in (204, 304):
+            self.pool.release(conn) if conn.complete else self.pool.discard(conn)
+            return Response(conn.status, response_headers, b"")
+        if conn.complete and len(conn.chunks) <= 1:
+            body = conn.chunks.popleft() if conn.chunks else b""
+            self.pool.release(conn)
+            return Response(conn.status, response_headers, body)
+        return Response(
+            conn.status, response_headers, self._stream(conn, wait_s), content_length=content_length,
+        )
+
+    async def _write_request(self, conn: _UpstreamProtocol, exchange: Exchange, headers: Headers) -> None:
+        request = exchange.request
+        transport = conn.transport
+        assert transport is not None
+        chunked = request.content_length is None and "transfer-encoding" in request.headers
+        if chunked:
+            headers.set("transfer-encoding", "chunked")
+        buffer = _encode_head(request.method, request.target, headers)
+        if request.content_length is None and not chunked:
+            transport.write(buffer)
+            return
+        async for chunk in request.body:
+            if not chunk:
+                continue
+            if chunked:
+                buffer += b"%x\r\n" % len(chunk)
+                buffer += chunk
+                buffer += b"\r\n"
+            else:
+                buffer += chunk
+            transport.write(buffer)
+            buffer = bytearray()
+            if conn.write_paused:
+                await conn.drain()
+            if conn.error is not None:  # the upstream answered early or failed: stop sending
+                break
+        if chunked:
+            buffer += b"0\r\n\r\n"
+        if buffer:
+            transport.write(buffer)
+
+    async def _stream(self, conn: _UpstreamProtocol, wait_s: float | None) -> AsyncIterator[bytes]:
+        done = False
+        try:
+            while True:
+                chunk = await conn.next_chunk(wait_s)
+                if chunk is None:
+                    done = True
+                    return
+                yield chunk
+        finally:
+            # An abandoned body (client gone, error) leaves the connection mid-message: close it.
+            self.pool.release(conn) if done else self.pool.discard(conn)
+
+    def close(self) -> None:
+        """Close pooled connections."""
+        self.pool.close()
+
+
+def _remaining(exchange: Exchange) -> float | None:
+    """Time left for this try: the per-try timeout capped by the exchange's deadline."""
+    timeout = exchange.timeout_s
+    if exchange.deadline is not None:
+        left = exchange.deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise UpstreamTimeout("deadline exceeded before calling upstream")
+        timeout = left if timeout is None else min(timeout, left)
+    return timeout
+
