@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address every listener binds to")
     collector_http_port: int = Field(4318, ge=0, le=65535)
     collector_grpc_port: int = Field(4317, ge=0, le=65535)
+    collector_max_body_bytes: int = Field(20 << 20, ge=1024, description="OTLP request limit (also after gunzip)")
+    collector_max_message_bytes: int = Field(
+        1_000_000, ge=1024, description="Largest span-log message; keep under the broker's message.max.bytes"
+    )
+    collector_retry_after_s: int = Field(5, ge=1, le=300, description="Retry-After sent while the span log is busy")
     pipeline_metrics_port: int = Field(9464, ge=0, le=65535)
     gateway_port: int = Field(8080, ge=0, le=65535)
     gateway_admin_port: int = Field(9901, ge=0, le=65535)
