@@ -108,6 +108,16 @@ class BodyTooLarge(Exception):
     """A body exceeded the limit given to `Request.buffer_body` (the server answers 413)."""
 
 
+async def limit_body(body: Body, limit: int) -> AsyncIterator[bytes]:
+    """Pass a body through, raising BodyTooLarge once more than `limit` bytes went by (chunked uploads)."""
+    size = 0
+    async for chunk in body:
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"request body over {limit} bytes")
+        yield chunk
+
+
 class Request:
     """One HTTP/1.1 request as the proxy received it; policies may edit headers and target."""
 
@@ -212,6 +222,13 @@ class UpstreamTimeout(ProxyError):
 
     status = 504
     code = "upstream_timeout"
+
+
+class ClientTimeout(ProxyError):
+    """The client was too slow sending its request (408; the server closes the connection)."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class NoRoute(ProxyError):

@@ -1,0 +1,495 @@
+"""The engine's listener: an asyncio.Protocol HTTP/1.1 server on httptools (llhttp, strict mode).
+
+llhttp rejects request-smuggling shapes itself (Content-Length with Transfer-Encoding, duplicate
+Content-Length, obsolete line folding, bad chunk sizes, unknown transfer codings); this module adds
+header-size (431) and slow/idle-client (408) limits, keep-alive, pipelining in order, streamed
+bodies with flow control both ways, and graceful drain. Each request runs the handler (a policy
+chain) with an `Exchange`; a `ProxyError` becomes its status with a JSON body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as ssl_module
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+
+import httptools
+
+from proxy.policy import (
+    BodyTooLarge,
+    CallNext,
+    ClientTimeout,
+    Exchange,
+    Headers,
+    ProxyError,
+    Request,
+    Response,
+)
+
+log = logging.getLogger(__name__)
+
+_BODY_HIGH_WATER = 256 * 1024
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """Per-listener limits on what clients may send and how slowly."""
+
+    max_header_bytes: int = 16 * 1024
+    header_timeout_s: float = 10.0  # from the first byte of a request to the end of its headers
+    body_timeout_s: float = 30.0  # longest wait for the next piece of a request body
+    idle_timeout_s: float = 60.0  # keep-alive connection without a request
+
+
+RejectHook = Callable[[int, str], None]
+
+
+class _Clock:
+    """Cached `Date` header value, refreshed once a second."""
+
+    second = 0
+    value = b""
+
+    @classmethod
+    def date(cls) -> bytes:
+        now = int(time.time())
+        if now != cls.second:
+            cls.second = now
+            cls.value = formatdate(now, usegmt=True).encode()
+        return cls.value
+
+
+class RequestBody:
+    """A request body arriving from the socket, read once by the handler as an async iterator."""
+
+    __slots__ = ("chunks", "conn", "done", "error", "queued", "waiter")
+
+    def __init__(self, conn: HttpServerProtocol) -> None:
+        self.conn = conn
+        self.chunks: deque[bytes] = deque()
+        self.queued = 0
+        self.done = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+        self.queued += len(chunk)
+        if self.queued > _BODY_HIGH_WATER:
+            self.conn.pause_reading()
+        self._wake()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        self.done = True
+        if error is not None and self.error is None:
+            self.error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def __aiter__(self) -> RequestBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self.chunks:
+            if self.error is not None:
+                raise self.error
+            if self.done:
+                raise StopAsyncIteration
+            loop = asyncio.get_running_loop()
+            self.waiter = loop.create_future()
+            timer = loop.call_later(self.conn.limits.body_timeout_s, self._expire)
+            try:
+                await self.waiter
+            finally:
+                timer.cancel()
+                self.waiter = None
+        chunk = self.chunks.popleft()
+        self.queued -= len(chunk)
+        if self.queued < _BODY_HIGH_WATER // 2:
+            self.conn.resume_reading()
+        return chunk
+
+    def _expire(self) -> None:
+        self.finish(ClientTimeout("client sent the request body too slowly"))
+
+
+class HttpServerProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.limits = server.limits
+        self.handler = server.handler
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.client = ("", 0)
+        self.scheme = "https" if server.ssl else "http"
+        # parsing state
+        self.in_head = False
+        self.head_bytes = 0
+        self.url = b""
+        self.raw_headers: list[tuple[str, str]] = []
+        self.body: RequestBody | None = None
+        self.head_started = 0.0
+        # handling state
+        self.pending: deque[tuple[Request, RequestBody | None, bool]] = deque()
+        self.busy = False
+        self.served = 0
+        self.idle_since = self.loop.time()
+        self.closing = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.read_paused = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+
+    # connection lifecycle
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.client = (str(peer[0]), int(peer[1]))
+        self.server.connections.add(self)
+        self.tick = min(self.limits.header_timeout_s, self.limits.idle_timeout_s) / 2
+        self._arm_timer(self.tick)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.body is not None and not self.body.done:
+            self.body.finish(ClientGone("client closed the connection"))
+        self._wake_drain()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_drain()
+
+    def pause_reading(self) -> None:
+        if not self.read_paused and self.transport is not None and not self.closing:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and self.transport is not None and not self.closing:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if not self.in_head and self.body is None:
+            self.in_head = True  # first bytes of a new request: the header timeout starts now
+            self.head_started = self.loop.time()
+            self.head_bytes = 0
+        if self.in_head:
+            self.head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # the request was dispatched; protocol upgrades are not proxied
+        except httptools.HttpParserError as exc:
+            self._parse_failed(str(exc))
+            return
+        if self.in_head and self.head_bytes > self.limits.max_header_bytes:
+            self._reject(431, "header_too_large", "request headers too large")
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self.in_head = True
+        self.url = b""
+        self.raw_headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.raw_headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.head_bytes = 0
+        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.raw_headers)
+        if size > self.limits.max_header_bytes:
+            self._reject(431, "header_too_large", "request headers too large")
+            return
+        request = self._build_request()
+        if request is None:
+            return
+        keep_alive = self.parser.should_keep_alive()
+        self.pending.append((request, self.body, keep_alive))
+        if self.body is not None and (request.headers.get("expect") or "").lower() == "100-continue":
+            self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if not self.busy:
+            self._next_request()
+        elif len(self.pending) > 8:
+            self.pause_reading()  # a client pipelining far ahead waits for us
+
+    def on_body(self, body: bytes) -> None:
+        if self.body is not None:
+            self.body.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self.body is not None:
+            self.body.finish()
+            self.body = None
+
+    # request handling
+    def _build_request(self) -> Request | None:
+        url = self.url.decode("latin-1")
+        if url.startswith("/"):
+            path, _, query = url.partition("?")
+        elif url == "*":
+            path, query = "*", ""
+        else:
+            try:
+                parsed = httptools.parse_url(self.url)
+            except httptools.HttpParserInvalidURLError:
+                self._reject(400, "bad_request", "malformed request target")
+                return None
+            path = (parsed.path or b"/").decode("latin-1")
+            query = (parsed.query or b"").decode("latin-1")
+        headers = Headers.trusted(self.raw_headers)
+        length_value = headers.get("content-length")
+        content_length = int(length_value) if length_value is not None else None
+        chunked = "transfer-encoding" in headers
+        self.body = RequestBody(self) if (content_length or chunked) else None
+        if content_length == 0:
+            content_length = 0
+        return Request(
+            self.parser.get_method().decode("latin-1"), path, query, headers, self.body,
+            self.parser.get_http_version(), content_length,
+        )
+
+    def _next_request(self) -> None:
+        request, body, keep_alive = self.pending.popleft()
+        self.busy = True
+        if self.read_paused and len(self.pending) <= 8 and (self.body is None or self.body.queued < _BODY_HIGH_WATER):
+            self.resume_reading()
+        task = self.loop.create_task(self._handle(request, body, keep_alive))
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
+
+    async def _handle(self, request: Request, body: RequestBody | None, keep_alive: bool) -> None:
+        exchange = Exchange(request, self.client[0], self.client[1], self.scheme)
+        close_after = False
+        try:
+            response = await self.handler(exchange)
+        except ProxyError as exc:
+            response = exc.response()
+            close_after = isinstance(exc, ClientTimeout)
+        except BodyTooLarge as exc:
+            response = ProxyError(str(exc), 413, "body_too_large").response()
+            close_after = True
+        except ClientGone:
+            exchange.complete(499)
+            self._close()
+            return
+        except Exception:
+            log.exception("request handler failed")
+            response = ProxyError("internal error", 500, "internal_error").response()
+        if body is not None and not body.done:
+            close_after = True  # the rest of the upload would be read as the next request
+        keep_alive = keep_alive and not close_after and not self.server.draining
+        status = response.status
+        try:
+            keep_alive = await self._send(request, response, keep_alive)
+        except Exception:
+            log.exception("writing the response failed")
+            keep_alive = False
+            status = 599 if status < 500 else status
+        finally:
+            exchange.complete(status)
+        self.served += 1
+        self.busy = False
+        if not keep_alive:
+            self._close()
+        elif self.pending:
+            self._next_request()
+        else:
+            self.idle_since = self.loop.time()
+
+    async def _send(self, request: Request, response: Response, keep_alive: bool) -> bool:
+        """Write the response; returns whether the connection can carry another request."""
+        body = response.body
+        head_only = request.method == "HEAD"
+        status = response.status
+        reason = response.reason or _REASONS.get(status, "Unknown")
+        head = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("latin-1")))
+        for name, value in response.headers.items():
+            head += f"{name}: {value}\r\n".encode("latin-1")
+        if "date" not in response.headers:
+            head += b"date: " + _Clock.date() + b"\r\n"
+        chunked = False
+        if isinstance(body, bytes):
+            head += b"content-length: %d\r\n" % len(body)
+        elif response.content_length is not None:
+            head += b"content-length: %d\r\n" % response.content_length
+        elif request.version == "1.1" and status not in (204, 304) and not head_only:
+            head += b"transfer-encoding: chunked\r\n"
+            chunked = True
+        elif status not in (204, 304) and not head_only:
+            keep_alive = False  # HTTP/1.0 without a length: the close delimits the body
+        if not keep_alive:
+            head += b"connection: close\r\n"
+        head += b"\r\n"
+        if isinstance(body, bytes):
+            if not head_only:
+                head += body
+            self._write(head)
+            return keep_alive
+        self._write(head)
+        iterator = body.__aiter__()
+        try:
+            if head_only:
+                return keep_alive
+            async for chunk in iterator:
+                if self.closing:
+                    return False
+                if chunk:
+                    self._write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    if self.write_paused:
+                        await self._drain()
+            if chunked:
+                self._write(b"0\r\n\r\n")
+        except ProxyError:
+            # The status is already sent: abort so the client sees a truncated body, not a short one.
+            if self.transport is not None:
+                self.transport.abort()
+            return False
+        finally:
+            closer = getattr(iterator, "aclose", None)
+            if closer is not None:
+                await closer()
+        return keep_alive
+
+    async def _drain(self) -> None:
+        while self.write_paused and not self.closing:
+            self.drain_waiter = self.loop.create_future()
+            await self.drain_waiter
+
+    def _wake_drain(self) -> None:
+        if self.drain_waiter is not None and not self.drain_waiter.done():
+            self.drain_waiter.set_result(None)
+
+    def _write(self, data: bytes | bytearray) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.write(data)
+
+    # errors and timeouts
+    def _parse_failed(self, message: str) -> None:
+        if self.body is not None and not self.body.done:
+            self.body.finish(ProxyError(f"malformed request body: {message}", 400, "bad_request"))
+        self._reject(400, "bad_request", f"malformed request: {message}")
+
+    def _reject(self, status: int, code: str, message: str) -> None:
+        """Answer a request we could not parse or accept, then close the connection."""
+        if self.server.on_reject is not None:
+            self.server.on_reject(status, code)
+        if not self.busy:  # a response is not already under way
+            response = ProxyError(message, status, code).response()
+            reason = _REASONS.get(status, "Error").encode()
+            head = (
+                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                b"connection: close\r\n\r\n"
+            )
+            assert isinstance(response.body, bytes)
+            self._write(head % (status, reason, len(response.body)) + response.body)
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.closing = True
+            self.transport.close()
+
+    def _arm_timer(self, delay: float) -> None:
+        self.timer = self.loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        """One timer per connection, re-armed lazily: cheaper than one per request."""
+        self.timer = None
+        if self.closing:
+            return
+        now = self.loop.time()
+        if self.in_head:
+            deadline = self.head_started + self.limits.header_timeout_s
+            if now >= deadline:
+                self._reject(408, "request_timeout", "client sent the request headers too slowly")
+                return
+        elif self.busy or self.body is not None:
+            deadline = now + self.tick  # handler running; body reads time themselves out
+        else:
+            deadline = self.idle_since + self.limits.idle_timeout_s
+            if now >= deadline:
+                if self.served == 0:
+                    self._reject(408, "request_timeout", "no request received")
+                else:
+                    self._close()  # a quiet keep-alive connection just ends
+                return
+        self._arm_timer(min(max(deadline - now, 0.01), self.tick))
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request was in flight."""
+
+
+class HttpServer:
+    """A listening socket that serves every connection with `handler` (a policy chain)."""
+
+    def __init__(
+        self, handler: CallNext, host: str = "127.0.0.1", port: int = 0, limits: ServerLimits | None = None,
+        ssl: ssl_module.SSLContext | None = None, on_reject: RejectHook | None = None, backlog: int = 1024,
+    ) -> None:
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.limits = limits or ServerLimits()
+        self.ssl = ssl
+        self.on_reject = on_reject
+        self.backlog = backlog
+        self.connections: set[HttpServerProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.draining = False
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Bind and listen; `self.port` is the bound port afterwards (port 0 picks a free one)."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: HttpServerProtocol(self), self.host, self.port, ssl=self.ssl, backlog=self.backlog,
+            reuse_address=True,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop listening, let in-flight requests finish (up to `timeout_s`), then close everything."""
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            if not conn.busy:
+                conn._close()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=timeout_s)
+        for task in list(self.tasks):
+            task.cancel()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
