@@ -1,0 +1,1 @@
+"""Fault tests: each case injects one failure and counts what was acknowledged against what arrived."""
