@@ -8,3 +8,6 @@ from typing import Any
 
 def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     """Add this stage's subcommands (none yet)."""
+    from proxy import sidecar_cli  # light: handlers import the sidecar lazily
+
+    sidecar_cli.register(subparsers, common)

@@ -1,0 +1,98 @@
+"""Mutual TLS between sidecars: SSL contexts that require and verify peer certificates, the peer's
+service identity from its SPIFFE URI SAN, and the allow-list of callers.
+
+Callers dial endpoints by address but verify the server name as the *service* name
+(`server_hostname=<service>`, a DNS SAN in every service certificate), so a sidecar only talks to
+the service it meant to call; `expect_identity` checks the SPIFFE ID as well where wanted.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gatewatch.errors import ConfigError
+from proxy.certs import DEFAULT_TRUST_DOMAIN
+
+PeerCert = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """The files one sidecar needs: the CA bundle it trusts and its own certificate and key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def server_context(files: TlsFiles) -> ssl.SSLContext:
+    """A server context that demands a client certificate signed by the CA (TLS 1.2+)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _load(context, files)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def client_context(files: TlsFiles) -> ssl.SSLContext:
+    """A client context that presents our certificate and verifies the server's chain and name
+    (connect with server_hostname=<callee service>)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _load(context, files)
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _load(context: ssl.SSLContext, files: TlsFiles) -> None:
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(files.cert, files.key)
+        context.load_verify_locations(cafile=files.ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load TLS files ({files.cert}, {files.key}, CA {files.ca}): {exc}") from None
+
+
+def peer_identity(peer_cert: PeerCert | None, trust_domain: str = DEFAULT_TRUST_DOMAIN) -> str | None:
+    """The service named by a verified peer certificate (`getpeercert()` form), or None."""
+    if not peer_cert:
+        return None
+    prefix = f"spiffe://{trust_domain}/"
+    for kind, value in peer_cert.get("subjectAltName", ()):
+        if kind == "URI" and isinstance(value, str) and value.startswith(prefix):
+            service = value[len(prefix):]
+            return service if service and "/" not in service else None
+    return None
+
+
+def identity_of(transport_ssl: ssl.SSLObject | ssl.SSLSocket | None,
+                trust_domain: str = DEFAULT_TRUST_DOMAIN) -> str | None:
+    """The peer service of a TLS connection (None on plain connections or without a SPIFFE ID)."""
+    if transport_ssl is None:
+        return None
+    return peer_identity(transport_ssl.getpeercert(), trust_domain)
+
+
+def expect_identity(transport_ssl: ssl.SSLObject | ssl.SSLSocket | None, service: str,
+                    trust_domain: str = DEFAULT_TRUST_DOMAIN) -> None:
+    """Raise ssl.SSLError unless the server we dialled presented `service`'s identity."""
+    found = identity_of(transport_ssl, trust_domain)
+    if found != service:
+        raise ssl.SSLError(f"upstream presented identity {found!r}, expected {service!r}")
+
+
+class AllowList:
+    """Which callers may reach this service; `None` allows every authenticated caller."""
+
+    def __init__(self, callers: Iterable[str] | None) -> None:
+        self.callers = None if callers is None else frozenset(callers)
+
+    def allows(self, caller: str | None) -> bool:
+        """True if `caller` (the verified peer identity) may call; unknown callers never may
+        when a list is configured."""
+        if self.callers is None:
+            return True
+        return caller is not None and caller in self.callers

@@ -1,0 +1,182 @@
+"""The sidecar's YAML config: listeners, the local service, the service registry, TLS, allow-list.
+
+```yaml
+service: checkout              # identity of the local service (`--service` overrides)
+inbound:  {port: 15006, forward_to: "127.0.0.1:8000", allow: [gateway]}   # allow: omit = any peer
+outbound: {port: 15001}
+tls: {enabled: true, ca: certs/ca.pem, cert: certs/checkout.pem, key: certs/checkout.key}
+services:                      # registry: name -> endpoints (the callee sidecars' inbound ports)
+  payment: {endpoints: ["127.0.0.1:15016"], retry: {max_retries: 1}}
+breaker: {consecutive_failures: 7}   # defaults for every service; per-service blocks override
+retry: {max_retries: 2, deadline_s: 10}
+```
+`tls.enabled` must be given explicitly: plain HTTP between sidecars is for local development only.
+Relative paths are resolved against the config file's directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gatewatch.errors import ConfigError
+from proxy.breaker import BreakerConfig
+from proxy.certs import DEFAULT_TRUST_DOMAIN, check_service_name
+from proxy.mtls import TlsFiles
+from proxy.retry import RetryConfig
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+def _check_endpoint(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"endpoint {value!r} must be host:port")
+    return value
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InboundConfig(_Model):
+    """The listener other sidecars (and the gateway) call; it forwards to the local service."""
+
+    port: Port = 15006
+    forward_to: str
+    allow: list[str] | None = None  # caller identities; None = every authenticated caller
+
+    @field_validator("forward_to")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return _check_endpoint(value)
+
+
+class OutboundConfig(_Model):
+    """The listener the local service calls others through, naming them in the Host header."""
+
+    port: Port = 15001
+
+
+class TlsConfig(_Model):
+    """mTLS between sidecars; `enabled` is required so plain HTTP is never chosen by accident."""
+
+    enabled: bool
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+
+    @model_validator(mode="after")
+    def _files_when_enabled(self) -> TlsConfig:
+        if self.enabled and not (self.ca and self.cert and self.key):
+            raise ValueError("tls.enabled needs ca, cert and key (see `gatewatch certs init|issue`)")
+        return self
+
+    def files(self) -> TlsFiles:
+        """The certificate files (only valid when enabled)."""
+        assert self.ca and self.cert and self.key
+        return TlsFiles(self.ca, self.cert, self.key)
+
+
+class UpstreamService(_Model):
+    """One entry of the registry: where a service's sidecars listen, and optional policy overrides."""
+
+    endpoints: list[str] = Field(min_length=1)
+    breaker: dict[str, Any] = Field(default_factory=dict)
+    retry: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, values: list[str]) -> list[str]:
+        return [_check_endpoint(value) for value in values]
+
+
+class SidecarConfig(_Model):
+    """Everything one sidecar needs."""
+
+    service: str
+    inbound: InboundConfig
+    outbound: OutboundConfig = OutboundConfig()
+    tls: TlsConfig
+    services: dict[str, UpstreamService] = Field(default_factory=dict)
+    breaker: BreakerConfig = BreakerConfig()
+    retry: RetryConfig = RetryConfig()
+    max_body_bytes: int = Field(1 << 20, ge=0)  # requests buffered up to this size can be retried
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        return _valid_name(value)
+
+    @field_validator("services")
+    @classmethod
+    def _names(cls, values: dict[str, UpstreamService]) -> dict[str, UpstreamService]:
+        for name in values:
+            _valid_name(name)
+        return values
+
+    @model_validator(mode="after")
+    def _overrides_are_valid(self) -> SidecarConfig:
+        for name in self.services:
+            for kind, build in (("breaker", self.breaker_for), ("retry", self.retry_for)):
+                try:
+                    build(name)
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    field = ".".join(str(part) for part in first["loc"])
+                    raise ValueError(f"services.{name}.{kind}.{field}: {first['msg']}") from None
+        return self
+
+    def breaker_for(self, name: str) -> BreakerConfig:
+        """The breaker settings of upstream `name`: defaults with its overrides."""
+        return dataclasses.replace(self.breaker, **self.services[name].breaker)
+
+    def retry_for(self, name: str) -> RetryConfig:
+        """The retry settings of upstream `name`: defaults with its overrides."""
+        return dataclasses.replace(self.retry, **self.services[name].retry)
+
+
+def _valid_name(value: str) -> str:
+    try:
+        return check_service_name(value)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def load_sidecar_config(path: Path, service: str | None = None) -> SidecarConfig:
+    """Read and validate a sidecar YAML file; `service` (from --service) overrides the file's."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read sidecar config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"sidecar config {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"sidecar config {path} must be a mapping")
+    if service:
+        raw["service"] = service
+    _resolve_paths(raw, path.parent)
+    return parse_sidecar_config(raw, str(path))
+
+
+def parse_sidecar_config(raw: dict[str, Any], source: str = "sidecar config") -> SidecarConfig:
+    """Validate a config mapping; errors become one ConfigError naming the field."""
+    try:
+        return SidecarConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "config"
+        raise ConfigError(f"{source}: {where}: {first['msg']}") from None
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    tls = raw.get("tls")
+    if isinstance(tls, dict):
+        for name in ("ca", "cert", "key"):
+            if isinstance(tls.get(name), str):
+                tls[name] = str((base / tls[name]).resolve())
