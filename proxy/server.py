@@ -134,6 +134,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.client = ("", 0)
+        self.peer_cert: dict[str, object] | None = None
         self.scheme = "https" if server.ssl else "http"
         # parsing state
         self.in_head = False
@@ -160,6 +161,9 @@ class HttpServerProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.client = (str(peer[0]), int(peer[1]))
+        # mTLS hook (sidecar): the verified client certificate, handed to policies per request.
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.peer_cert = ssl_object.getpeercert() if ssl_object is not None else None
         self.server.connections.add(self)
         self.tick = min(self.limits.header_timeout_s, self.limits.idle_timeout_s) / 2
         self._arm_timer(self.tick)
@@ -287,6 +291,8 @@ class HttpServerProtocol(asyncio.Protocol):
 
     async def _handle(self, request: Request, body: RequestBody | None, keep_alive: bool) -> None:
         exchange = Exchange(request, self.client[0], self.client[1], self.scheme)
+        if self.peer_cert:
+            exchange.state["peer_cert"] = self.peer_cert
         close_after = False
         try:
             response = await self.handler(exchange)
