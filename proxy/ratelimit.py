@@ -1,0 +1,75 @@
+"""GCRA rate limiting (a token bucket as one timestamp per key) and the RateLimit-* header fields."""
+
+from __future__ import annotations
+
+import math
+import time
+
+
+class Verdict:
+    """The outcome of one check, with what the RateLimit-* fields need."""
+
+    __slots__ = ("allowed", "limit", "remaining", "reset_s", "retry_after_s")
+
+    def __init__(self, allowed: bool, limit: int, remaining: int, reset_s: float, retry_after_s: float) -> None:
+        self.allowed = allowed
+        self.limit = limit
+        self.remaining = remaining
+        self.reset_s = reset_s
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> list[tuple[str, str]]:
+        """RateLimit-Limit/-Remaining/-Reset (IETF httpapi draft) plus Retry-After when denied."""
+        fields = [
+            ("ratelimit-limit", str(self.limit)),
+            ("ratelimit-remaining", str(self.remaining)),
+            ("ratelimit-reset", str(math.ceil(self.reset_s))),
+        ]
+        if not self.allowed:
+            fields.append(("retry-after", str(max(1, math.ceil(self.retry_after_s)))))
+        return fields
+
+
+class Gcra:
+    """Generic cell rate algorithm: `rate_per_s` sustained, `burst` at once, per key."""
+
+    def __init__(self, rate_per_s: float, burst: int, max_keys: int = 100_000) -> None:
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError("rate_per_s must be > 0 and burst >= 1")
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self.interval = 1.0 / rate_per_s
+        self.tolerance = self.interval * burst
+        self.max_keys = max_keys
+        self._tat: dict[str, float] = {}  # theoretical arrival time per key
+
+    def check(self, key: str, now: float | None = None) -> Verdict:
+        """Take one unit for `key` if allowed; never blocks."""
+        now = time.monotonic() if now is None else now
+        tat = self._tat.get(key, now)
+        if tat < now:
+            tat = now
+        new_tat = tat + self.interval
+        allow_at = new_tat - self.tolerance
+        if now < allow_at:
+            remaining = 0
+            return Verdict(False, self.burst, remaining, tat - now, allow_at - now)
+        if len(self._tat) >= self.max_keys and key not in self._tat:
+            self._evict(now)
+        self._tat[key] = new_tat
+        remaining = int((now - allow_at) / self.interval + 1e-9)
+        return Verdict(True, self.burst, min(remaining, self.burst), new_tat - now, 0.0)
+
+    def _evict(self, now: float) -> None:
+        """Forget keys whose bucket is full again (their state equals a fresh key's)."""
+        self._tat = {key: tat for key, tat in self._tat.items() if tat > now}
+        if len(self._tat) >= self.max_keys:  # still full of active keys: drop the oldest half
+            keep = sorted(self._tat.items(), key=lambda item: item[1])[len(self._tat) // 2:]
+            self._tat = dict(keep)
+
+    def same_shape(self, rate_per_s: float, burst: int) -> bool:
+        """True when this limiter already enforces these parameters (keep its state on reload)."""
+        return self.rate_per_s == rate_per_s and self.burst == burst
+
+    def __len__(self) -> int:
+        return len(self._tat)
