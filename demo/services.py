@@ -1,7 +1,7 @@
 """The demo shop: small async HTTP services that call each other through their sidecars.
 
 storefront -> catalog -> inventory, checkout -> inventory, checkout -> payment, and auth (login,
-issues HS256 JWTs). Every service strips an optional `/api` prefix, so the gateway may forward
+issues ES256 JWTs). Every service strips an optional `/api` prefix, so the gateway may forward
 paths as they are. Each service has a `Fault` that the simulator sets for a window, also over
 HTTP at `POST /_demo/fault` on the service's own port (not routed by the gateway).
 """
@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
-import jwt
 
 from demo.faults import Fault, FaultSpec
 from demo.httpapp import Request, Response
+from demo.signer import Signer
 
 SERVICES = ("storefront", "catalog", "inventory", "checkout", "payment", "auth")
 # Service-to-service calls: the edges the sidecars see (caller -> callee).
@@ -69,7 +69,7 @@ class ShopContext:
     upstreams: Upstreams
     client: httpx.AsyncClient
     fault: Fault
-    jwt_key: str
+    signer: Signer
     users: Mapping[str, str]
     rng: random.Random
 
@@ -155,7 +155,7 @@ async def _auth(ctx: ShopContext, request: Request, parts: list[str]) -> Respons
         return Response.json({"error": "invalid credentials"}, 401)
     now = int(time.time())
     claims = {"sub": user, "iss": JWT_ISSUER, "aud": JWT_AUDIENCE, "iat": now, "exp": now + 1800}
-    return Response.json({"token": jwt.encode(claims, ctx.jwt_key, algorithm="HS256")})
+    return Response.json({"token": ctx.signer.sign(claims)})
 
 
 # service -> first path segment -> handler

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 from dataclasses import dataclass, field
 
 import httpx
@@ -13,6 +12,7 @@ from demo.faults import Fault, FaultSpec
 from demo.httpapp import bound_port, serve
 from demo.loopthread import LoopThread
 from demo.services import SERVICES, DirectUpstreams, ShopContext, ShopService, Upstreams, demo_users
+from demo.signer import Signer
 
 
 @dataclass
@@ -33,10 +33,10 @@ class ShopHost:
 
     name = "shop"
 
-    def __init__(self, host: str = "127.0.0.1", seed: int = 0, jwt_key: str | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", seed: int = 0) -> None:
         self.host = host
         self.seed = seed
-        self.jwt_key = jwt_key or secrets.token_urlsafe(32)
+        self.signer = Signer()
         self.users = demo_users()
         self.upstreams = RoutedUpstreams()
         self.faults = {name: Fault(seed + i) for i, name in enumerate(SERVICES)}
@@ -56,7 +56,7 @@ class ShopHost:
         self._client = httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_connections=200))
         for i, name in enumerate(SERVICES):
             ctx = ShopContext(
-                name, self.upstreams, self._client, self.faults[name], self.jwt_key, self.users,
+                name, self.upstreams, self._client, self.faults[name], self.signer, self.users,
                 random.Random(self.seed * 1000 + i),
             )
             server = await serve(ShopService(ctx).handle, self.host, 0)
