@@ -64,6 +64,10 @@ class LogConsumer(ABC):
     def lag(self) -> int:
         """Messages in the log that the group has not committed yet."""
 
+    def assignment(self) -> set[TopicPartition] | None:
+        """Partitions this member owns right now; None when the log has no groups to share."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Leave the group without committing."""
 
@@ -298,6 +302,9 @@ class _KafkaConsumer(LogConsumer):
             committed = self._consumer.committed(tp) or 0
             total += max(0, ends.get(tp, 0) - committed)
         return total
+
+    def assignment(self) -> set[TopicPartition] | None:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)

@@ -71,6 +71,8 @@ def template_values(settings: Settings) -> dict[str, str]:
         "cluster": cluster,
         "on_cluster": f"ON CLUSTER {cluster}" if cluster else "",
         "traces_local": "otel_traces_local" if cluster else "otel_traces",
+        "traffic_local": "traffic_1m_local" if cluster else "traffic_1m",
+        "edges_local": "edges_1m_local" if cluster else "edges_1m",
         "engine_mergetree": f"{replicated}MergeTree()",
         "engine_replacing": f"{replicated}ReplacingMergeTree()",
         "engine_replacing_updated": f"{replicated}ReplacingMergeTree(UpdatedAt)",
