@@ -1,0 +1,167 @@
+"""OTLP wire encodings: request bodies in (protobuf, JSON, gzip/deflate) and responses out.
+
+OTLP/JSON differs from protobuf's canonical JSON in one way that matters here: trace and span
+ids are hex strings, not base64. Ids that are not valid hex become empty, so that the span is
+rejected by validation (partial success) instead of failing the whole request.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from enum import Enum
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from collector.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
+
+
+class Encoding(Enum):
+    """The two OTLP/HTTP payload encodings, by their Content-Type."""
+
+    PROTOBUF = "application/x-protobuf"
+    JSON = "application/json"
+
+
+_ID_FIELDS = ("traceId", "trace_id", "spanId", "span_id", "parentSpanId", "parent_span_id")
+
+
+def encoding_of(content_type: str) -> Encoding:
+    """The payload encoding of a Content-Type header value, or UnsupportedMediaType."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    for encoding in Encoding:
+        if media == encoding.value:
+            return encoding
+    raise UnsupportedMediaType(
+        f"unsupported Content-Type {media or '(none)'!r}: use application/x-protobuf or application/json"
+    )
+
+
+def decompress(body: bytes, content_encoding: str, limit: int) -> bytes:
+    """The body without its Content-Encoding (gzip, deflate or identity), at most `limit` bytes."""
+    name = content_encoding.strip().lower()
+    if name in ("", "identity"):
+        return body
+    if name in ("gzip", "x-gzip"):
+        wbits = 16 + zlib.MAX_WBITS
+    elif name == "deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise InvalidPayload(f"unsupported Content-Encoding {name!r}: use gzip, deflate or none")
+    return _inflate(body, wbits, limit, name)
+
+
+def _inflate(data: bytes, wbits: int, limit: int, name: str) -> bytes:
+    # Decompress member by member (gzip allows several) and never past the limit: a small
+    # compressed body must not expand into unbounded memory.
+    out: list[bytes] = []
+    size = 0
+    while data:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            chunk = inflater.decompress(data, limit - size + 1)
+        except zlib.error as exc:
+            raise InvalidPayload(f"invalid {name} body: {exc}") from None
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+        if not inflater.eof:
+            raise InvalidPayload(f"invalid {name} body: truncated stream")
+        out.append(chunk)
+        data = inflater.unused_data
+    return b"".join(out)
+
+
+def decode_request(body: bytes, encoding: Encoding) -> ExportTraceServiceRequest:
+    """Parse an ExportTraceServiceRequest, or raise InvalidPayload saying why not."""
+    if encoding is Encoding.PROTOBUF:
+        return decode_protobuf(body)
+    return decode_json(body)
+
+
+def decode_protobuf(body: bytes) -> ExportTraceServiceRequest:
+    """Parse OTLP protobuf bytes."""
+    request = ExportTraceServiceRequest()
+    try:
+        request.ParseFromString(body)
+    except (DecodeError, RecursionError, ValueError) as exc:
+        raise InvalidPayload(f"cannot decode OTLP protobuf: {exc}") from None
+    return request
+
+
+def decode_json(body: bytes) -> ExportTraceServiceRequest:
+    """Parse OTLP/JSON bytes (hex ids, enums as names or ints, unknown fields ignored)."""
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidPayload(f"invalid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InvalidPayload("invalid OTLP/JSON: the body must be a JSON object")
+    _hex_ids_to_base64(document)
+    request = ExportTraceServiceRequest()
+    try:
+        json_format.ParseDict(document, request, ignore_unknown_fields=True)
+    except (json_format.ParseError, RecursionError, TypeError, ValueError) as exc:
+        raise InvalidPayload(f"invalid OTLP/JSON: {exc}") from None
+    return request
+
+
+def _items(container: Any, *names: str) -> list[Any]:
+    if not isinstance(container, dict):
+        return []
+    for name in names:
+        value = container.get(name)
+        if isinstance(value, list):
+            return value
+    return []
+
+
+def _hex_ids_to_base64(document: dict[str, Any]) -> None:
+    for resource_spans in _items(document, "resourceSpans", "resource_spans"):
+        for scope_spans in _items(resource_spans, "scopeSpans", "scope_spans"):
+            for span in _items(scope_spans, "spans"):
+                _convert_ids(span)
+                for link in _items(span, "links"):
+                    _convert_ids(link)
+
+
+def _convert_ids(obj: Any) -> None:
+    if not isinstance(obj, dict):
+        return
+    for name in _ID_FIELDS:
+        value = obj.get(name)
+        if value is None:
+            continue
+        try:
+            raw = bytes.fromhex(value) if isinstance(value, str) else b""
+        except ValueError:
+            raw = b""  # rejected later as an invalid id
+        obj[name] = base64.b64encode(raw).decode("ascii")
+
+
+def encode_response(encoding: Encoding, rejected: int = 0, error_message: str = "") -> bytes:
+    """An ExportTraceServiceResponse, with partial_success only when something was rejected."""
+    response = ExportTraceServiceResponse()
+    if rejected or error_message:
+        response.partial_success.rejected_spans = rejected
+        response.partial_success.error_message = error_message
+    if encoding is Encoding.JSON:
+        return json_format.MessageToJson(response, indent=None).encode()
+    return response.SerializeToString()
+
+
+def encode_status(encoding: Encoding, code: int, message: str) -> bytes:
+    """A google.rpc.Status error body, as OTLP/HTTP answers failed requests."""
+    status = status_pb2.Status(code=code, message=message)
+    if encoding is Encoding.JSON:
+        return json_format.MessageToJson(status, indent=None).encode()
+    return status.SerializeToString()
+
