@@ -70,3 +70,21 @@ def test_malformed_http_gets_400_not_a_hang(shop):
     with socket.create_connection(("127.0.0.1", shop.ports["catalog"]), timeout=5) as sock:
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 400")
+
+
+def test_topology_configs_validate_against_the_proxy_models(tmp_path):
+    from demo.services import SERVICES
+    from demo.topology import callees, gateway_config, sidecar_config, start_order
+
+    order = start_order()
+    assert sorted(order) == sorted(SERVICES)
+    for service in SERVICES:  # callees start first, so their inbound ports are known
+        assert all(order.index(c) < order.index(service) for c in callees(service))
+    ports = {s: 20000 + i for i, s in enumerate(SERVICES)}
+    gateway_models = pytest.importorskip("proxy.gatewayconfig")
+    config = gateway_models.GatewayConfig.model_validate(gateway_config(ports, tmp_path / "jwks.json"))
+    assert gateway_models.check_references(config) == []
+    assert {r.name for r in config.routes if r.auth} == {"checkout", "orders"}
+    sidecar_models = pytest.importorskip("proxy.sidecar_config")
+    checkout = sidecar_models.SidecarConfig.model_validate(sidecar_config("checkout", 1234, ports))
+    assert sorted(checkout.services) == ["inventory", "payment"]
