@@ -159,8 +159,9 @@ def _grid(x: int, y: int, panel: PanelSpec) -> Any:
 def rendered_files() -> dict[Path, str]:
     """Every dashboard file's path and its exact text."""
     return {
-        OUT_DIR / f"{spec.uid}.json": json.dumps(dashboard_json(spec), indent=2, sort_keys=True) + "\n"
-        for spec in DASHBOARDS
+        # The number keeps the reading order (Traffic first) wherever files are listed by name.
+        OUT_DIR / f"{index:02d}-{spec.uid}.json": json.dumps(dashboard_json(spec), indent=2, sort_keys=True) + "\n"
+        for index, spec in enumerate(DASHBOARDS, start=1)
     }
 
 
