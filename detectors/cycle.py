@@ -1,0 +1,134 @@
+"""One detection cycle: features from ClickHouse, scores, decisions, alerts. Time is a parameter,
+so the live loop, the evaluation replay and the tests run the very same code."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from detectors import metrics, registry
+from detectors.alerting import Alerter
+from detectors.botmodel import BotModel
+from detectors.bots import BotDetector
+from detectors.config import DetectorConfig
+from detectors.decider import DecisionKeeper, Publish, Want
+from detectors.features import client_features, edge_buckets, route_client_rates
+from detectors.spikes import Spike, SpikeDetector
+from detectors.tuner import RateLimitTuner
+from gatewatch.alerts import Alert, Severity
+from gatewatch.decisions import Decision, DecisionKind, Reason, Scope, Target, utcnow
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+log = logging.getLogger(__name__)
+MIN_CLIENTS_TO_BOOTSTRAP = 8
+TUNER_EVERY_S = 60.0
+
+
+@dataclass
+class CycleResult:
+    """What one cycle saw and did."""
+
+    at: datetime
+    clients: pd.DataFrame
+    spikes: list[Spike] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def alert_for(decision: Decision) -> Alert:
+    """The alert people see while a bot or spike decision is live."""
+    name = "GatewatchBotDetected" if decision.target.scope == Scope.CLIENT else "GatewatchEdgeFailureSpike"
+    features = ", ".join(f"{k}={v}" for k, v in decision.reason.top_features.items())
+    return Alert(
+        fingerprint=f"{name}:{decision.target.ref()}", name=name,
+        severity=Severity.CRITICAL if decision.target.scope == Scope.EDGE else Severity.WARNING,
+        labels={"scope": decision.target.scope.value, "target": decision.target.key,
+                "detector": decision.reason.detector, "mode": decision.mode.value},
+        annotations={"summary": f"{decision.kind.value} on {decision.target.key} ({decision.mode.value})",
+                     "description": f"score {decision.reason.score:.2f}; {features}"},
+        starts_at=decision.created_at, decision_id=decision.id,
+    )
+
+
+class DetectionCycle:
+    """Holds the detectors, their decision keepers and the alerter across cycles."""
+
+    def __init__(self, store: Client, database: str, config: DetectorConfig, publish: Publish,
+                 alerter: Alerter | None = None, model: BotModel | None = None, model_dir: Path | None = None) -> None:
+        self.store, self.db, self.config = store, database, config
+        self.model, self.model_dir = model, model_dir
+        self.alerter = alerter or Alerter([])
+        self.bots, self.spikes, self.tuner = BotDetector(config), SpikeDetector(config), RateLimitTuner(config)
+        # Route limits change slowly and are recomputed every minute: they live for several runs.
+        ttl = {"bot": config.decision_ttl_s, "spike": config.decision_ttl_s,
+               "tuner": max(config.decision_ttl_s, 5 * TUNER_EVERY_S)}
+        self.keepers = {name: DecisionKeeper(ttl[name], config.clear_cycles, publish) for name in ttl}
+        self._tuned_at: datetime | None = None
+
+    def run(self, now: datetime | None = None) -> CycleResult:
+        """One full cycle at `now` (default: the wall clock)."""
+        started = time.perf_counter()
+        now = now or utcnow()
+        frame = client_features(self.store, self.db, now, self.config.client_window_s)
+        model = self._model(frame)
+        result = CycleResult(now, frame)
+        if model is not None:
+            wants, result.clients = self.bots.wants(model, frame, self.keepers["bot"].holds)
+            result.decisions += self.keepers["bot"].reconcile(wants, now)
+        edges = edge_buckets(self.store, self.db, now, self.config.edge_baseline_s, self.config.edge_bucket_s)
+        result.spikes = self.spikes.detect(edges, now)
+        result.decisions += self.keepers["spike"].reconcile([self._spike_want(s) for s in result.spikes], now)
+        if self._tuned_at is None or (now - self._tuned_at).total_seconds() >= TUNER_EVERY_S:
+            self._tuned_at = now
+            flagged = {t.split(":", 1)[1] for t in self.keepers["bot"].active}
+            rates = route_client_rates(self.store, self.db, now, self.config.tuner_window_s)
+            result.decisions += self.keepers["tuner"].reconcile(self.tuner.wants(rates, flagged), now)
+        live = [d for name in ("bot", "spike") for d in self.keepers[name].active.values()]
+        result.alerts = self.alerter.sync([alert_for(d) for d in live], now)
+        result.seconds = time.perf_counter() - started
+        self._observe(result)
+        return result
+
+    def _model(self, frame: pd.DataFrame) -> BotModel | None:
+        """The loaded model; without one, fit an unsupervised one on this window once it has enough clients."""
+        if self.model is None:
+            eligible = frame[frame["n"] >= self.config.min_client_requests]
+            if len(eligible) >= MIN_CLIENTS_TO_BOOTSTRAP:
+                self.model = BotModel.fit(eligible)
+                self.model.metadata.update(trained_on="live window bootstrap", clients=len(eligible))
+                if self.model_dir is not None:
+                    log.info("bootstrapped a bot model: %s", registry.save(self.model, self.model_dir))
+        return self.model
+
+    def _spike_want(self, spike: Spike) -> Want:
+        caller, callee = spike.edge.split("->", 1)
+        reason = Reason(detector="spike", score=round(spike.score, 4), top_features={
+            "error_rate": round(spike.error_rate, 4), "expected_error_rate": round(spike.expected_error_rate, 4),
+            "p99_ms": round(spike.p99_ms, 2), "expected_p99_ms": round(spike.expected_p99_ms, 2),
+            "onset_unix_s": round(spike.onset.timestamp(), 3)})
+        params = {"caller": caller, "callee": callee, "cause": spike.kind}
+        return Want(DecisionKind.CIRCUIT_OPEN, Target(scope=Scope.EDGE, key=spike.edge), reason, params,
+                    self.config.spike_mode)
+
+    def _observe(self, result: CycleResult) -> None:
+        metrics.CYCLE_SECONDS.observe(result.seconds)
+        metrics.CLIENTS_SCORED.set(len(result.clients))
+        metrics.FLAGGED_CLIENTS.set(len(self.keepers["bot"].active))
+        metrics.EDGE_SPIKES.set(len(self.keepers["spike"].active))
+        for decision in result.decisions:
+            metrics.DECISIONS.labels(decision.kind.value, decision.mode.value).inc()
+
+
+def live_decisions(cycle: DetectionCycle) -> Sequence[Decision]:
+    """Every decision the cycle's keepers hold now."""
+    return [d for keeper in cycle.keepers.values() for d in keeper.active.values()]
