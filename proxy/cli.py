@@ -11,3 +11,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     from proxy import sidecar_cli  # light: handlers import the sidecar lazily
 
     sidecar_cli.register(subparsers, common)
+    from proxy import gateway_cli
+
+    gateway_cli.register(subparsers, common)

@@ -1,0 +1,293 @@
+"""Gateway mode: the engine with the chain metrics -> tracing -> routing -> auth -> access -> upstream,
+an admin port (/metrics, /healthz), decisions from the control plane, and config hot reload."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+from pathlib import Path
+
+from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import CollectorRegistry, generate_latest
+
+from gatewatch.errors import ConfigError, GatewatchError
+from gatewatch.settings import Settings
+from proxy.auth import Authenticator, build_authenticator
+from proxy.controlplane import DecisionSource, decision_source
+from proxy.decisionstore import DecisionStore
+from proxy.gatewayconfig import GatewayConfig, RateLimitConfig, load_gateway_config
+from proxy.gatewaypolicies import AccessPolicy, AuthPolicy
+from proxy.metrics import GatewayMetrics, MetricsPolicy
+from proxy.policy import Exchange, Headers, Policy, Response, build_chain
+from proxy.ratelimit import Gcra
+from proxy.routing import Route, Router, RoutingPolicy, make_route
+from proxy.server import HttpServer, ServerLimits
+from proxy.tracing import TracingPolicy, make_tracer_provider
+from proxy.upstream import Cluster, Endpoint, UpstreamCaller
+
+log = logging.getLogger(__name__)
+
+
+def server_limits(config: GatewayConfig) -> ServerLimits:
+    """Listener limits from the config."""
+    limits = config.limits
+    return ServerLimits(
+        max_header_bytes=limits.max_header_bytes, header_timeout_s=limits.header_timeout_s,
+        body_timeout_s=limits.body_timeout_s, idle_timeout_s=limits.idle_timeout_s,
+    )
+
+
+class _Compiled:
+    """Everything a config turns into: routes (with their policies' settings) and authenticators."""
+
+    def __init__(self, config: GatewayConfig, previous: _Compiled | None) -> None:
+        self.config = config
+        self.clusters = {
+            name: Cluster(
+                name, [_endpoint(address) for address in upstream.endpoints], upstream.max_failures,
+                upstream.eject_s, upstream.connect_timeout_s,
+            )
+            for name, upstream in config.upstreams.items()
+        }
+        self.authenticators: dict[str, Authenticator] = {
+            name: build_authenticator(provider) for name, provider in config.auth.items()
+        }
+        old_limiters = previous.limiters if previous is not None else {}
+        self.limiters: dict[str, Gcra] = {}
+        routes: list[Route] = []
+        for spec in config.routes:
+            match = spec.match
+            route = make_route(
+                spec.name, self.clusters[spec.upstream], spec.timeout_s,
+                spec.max_body_bytes if spec.max_body_bytes is not None else config.limits.max_body_bytes,
+                prefix=match.prefix, path=match.path, pattern=match.pattern, methods=match.methods,
+                host=match.host, strip_prefix=spec.strip_prefix,
+            )
+            if spec.auth is not None:
+                route.policy["auth"] = (self.authenticators[spec.auth.provider], frozenset(spec.auth.scopes))
+            limits: list[tuple[Gcra, str]] = []
+            named = config.rate_limits[spec.rate_limit] if isinstance(spec.rate_limit, str) else spec.rate_limit
+            if named is not None:
+                limits.append((self._limiter(f"{spec.name}:key", named, old_limiters), named.key))
+            if spec.route_limit is not None:
+                limits.append((self._limiter(f"{spec.name}:route", spec.route_limit, old_limiters), "route"))
+            route.policy["rate_limits"] = limits
+            routes.append(route)
+        self.router = Router(routes)
+
+    def _limiter(self, name: str, spec: RateLimitConfig, old: dict[str, Gcra]) -> Gcra:
+        """Keep a limiter's state across reloads when its parameters did not change."""
+        limiter = old.get(name)
+        if limiter is None or not limiter.same_shape(spec.rate_per_s, spec.burst):
+            limiter = Gcra(spec.rate_per_s, spec.burst)
+        self.limiters[name] = limiter
+        return limiter
+
+    async def start(self) -> None:
+        for authenticator in self.authenticators.values():
+            await authenticator.start()
+
+    async def close(self) -> None:
+        for authenticator in self.authenticators.values():
+            await authenticator.close()
+
+
+def _endpoint(address: str) -> Endpoint:
+    host, _, port = address.rpartition(":")
+    return Endpoint(host.strip("[]"), int(port))
+
+
+class GatewayService:
+    """The gateway as a gatewatch Service: its own event loop thread, listener and admin port."""
+
+    name = "gateway"
+
+    def __init__(self, config: Path | GatewayConfig, settings: Settings) -> None:
+        self.settings = settings
+        self.config_path = config if isinstance(config, Path) else None
+        self.config = load_gateway_config(config) if isinstance(config, Path) else config
+        self.registry = CollectorRegistry()
+        self.metrics = GatewayMetrics(self.registry)
+        self.decisions = DecisionStore()
+        self.port = 0
+        self.admin_port = 0
+        self.config_version = 1
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopped: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._compiled: _Compiled | None = None
+        self._routing: RoutingPolicy | None = None
+        self._server: HttpServer | None = None
+        self._admin: HttpServer | None = None
+        self._caller = UpstreamCaller()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._provider: TracerProvider | None = None
+        self._config_mtime = self._mtime()
+
+    # Service protocol
+    def start(self) -> None:
+        """Start the loop thread; returns once both listeners are bound."""
+        self._thread = threading.Thread(target=self._run, name="gatewatch-gateway", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            error = self._error
+            raise error if isinstance(error, GatewatchError) else GatewatchError(f"gateway cannot start: {error}")
+        if not self._ready.is_set():
+            raise GatewatchError("gateway did not start within 30s")
+        log.info("gateway listening on %s:%d (admin %d)", self.settings.host, self.port, self.admin_port)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Drain in-flight requests (up to the config's drain timeout) and stop."""
+        loop, stopped = self._loop, self._stopped
+        if loop is not None and stopped is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(stopped.set)
+        if self._thread is not None:
+            self._thread.join(timeout_s + self.config.limits.drain_timeout_s)
+
+    def reload(self) -> None:
+        """Re-read the config file (SIGHUP); thread-safe."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(lambda: self._loop and self._loop.create_task(self._reload()))
+
+    # event loop side
+    def _run(self) -> None:
+        try:
+            import uvloop
+
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+            loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        self._stopped = asyncio.Event()
+        await self._serve()
+        self._ready.set()
+        await self._stopped.wait()
+        await self._shutdown()
+
+    async def _serve(self) -> None:
+        config = self.config
+        compiled = _Compiled(config, None)
+        await compiled.start()
+        self._compiled = compiled
+        self._routing = RoutingPolicy(compiled.router)
+        policies: list[Policy] = [MetricsPolicy(self.metrics)]
+        if config.tracing.enabled:
+            provider = make_tracer_provider(
+                config.tracing.service_name, self.settings.collector_endpoint, config.tracing.sample_ratio,
+            )
+            self._provider = provider
+            tracer = provider.get_tracer("gatewatch.proxy")
+            policies.append(TracingPolicy(tracer, lambda exchange: exchange.route and exchange.route.http_route))
+        policies += [
+            self._routing, AuthPolicy(config.subject_header, self.metrics), AccessPolicy(self.decisions, self.metrics),
+        ]
+        chain = build_chain(policies, self._caller)
+        host = self.settings.host
+        port = config.listen_port if config.listen_port is not None else self.settings.gateway_port
+        admin_port = config.admin_port if config.admin_port is not None else self.settings.gateway_admin_port
+        self._server = HttpServer(
+            chain, host, port, server_limits(config),
+            on_reject=lambda status, code: self.metrics.count(self.metrics.rejected, code),
+        )
+        self._admin = HttpServer(self._admin_handler, host, admin_port)
+        try:
+            await self._server.start()
+            await self._admin.start()
+        except OSError as exc:
+            raise ConfigError(f"gateway cannot listen on {host}:{port}/{admin_port}: {exc.strerror}") from None
+        self.port, self.admin_port = self._server.port, self._admin.port
+        source = decision_source(self.settings, self.decisions, config.decisions_file)
+        self._start_task(self._run_source(source))
+        if self.config_path is not None:
+            self._start_task(self._watch_config())
+
+    def _start_task(self, coroutine: object) -> None:
+        assert asyncio.iscoroutine(coroutine)
+        self._tasks.append(asyncio.get_running_loop().create_task(coroutine))
+
+    async def _run_source(self, source: DecisionSource | None) -> None:
+        while True:
+            if source is not None:
+                await source.run()
+            await asyncio.sleep(1.0)
+            self.decisions.purge()
+
+    async def _shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._server is not None:
+            await self._server.stop(self.config.limits.drain_timeout_s)
+        if self._admin is not None:
+            await self._admin.stop(1.0)
+        self._caller.close()
+        if self._compiled is not None:
+            await self._compiled.close()
+        if self._provider is not None:
+            provider = self._provider
+            await asyncio.get_running_loop().run_in_executor(None, provider.shutdown)
+
+    # hot reload
+    def _mtime(self) -> float:
+        try:
+            return self.config_path.stat().st_mtime if self.config_path is not None else 0.0
+        except OSError:
+            return 0.0
+
+    async def _watch_config(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            mtime = self._mtime()
+            if mtime != self._config_mtime:
+                self._config_mtime = mtime
+                await self._reload()
+
+    async def _reload(self) -> None:
+        """Swap in the new config if it is valid; otherwise keep serving the old one."""
+        assert self.config_path is not None
+        try:
+            config = load_gateway_config(self.config_path)
+            compiled = _Compiled(config, self._compiled)
+            await compiled.start()
+        except ConfigError as exc:
+            log.error("config reload rejected, keeping the previous config: %s", exc)
+            self.metrics.count(self.metrics.reloads, "invalid")
+            return
+        old, self._compiled, self.config = self._compiled, compiled, config
+        assert self._routing is not None and self._server is not None
+        self._routing.router = compiled.router
+        self._server.limits = server_limits(config)
+        self.config_version += 1
+        self.metrics.count(self.metrics.reloads, "ok")
+        log.info("config reloaded (version %d, %d routes)", self.config_version, len(config.routes))
+        if old is not None:
+            await old.close()
+
+    # admin port
+    async def _admin_handler(self, exchange: Exchange) -> Response:
+        path = exchange.request.path
+        if path == "/metrics":
+            text = generate_latest(self.registry)
+            return Response(200, Headers([("content-type", "text/plain; version=0.0.4")]), text)
+        if path in ("/healthz", "/readyz"):
+            body = {
+                "status": "ok", "config_version": self.config_version, "routes": len(self.config.routes),
+                "decisions": len(self.decisions), "decisions_version": self.decisions.version,
+            }
+            return Response(200, Headers([("content-type", "application/json")]), json.dumps(body).encode())
+        return Response.json(404, {"error": "not_found"})

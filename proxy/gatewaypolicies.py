@@ -1,0 +1,155 @@
+"""The gateway chain's policies after routing: authentication, then access (control-plane decisions
+and configured rate limits). Per-route settings come from `route.policy` (see proxy/gateway.py)."""
+
+from __future__ import annotations
+
+from gatewatch.decisions import Decision, DecisionKind, Mode
+from proxy.auth import Authenticator, AuthFailure, Identity
+from proxy.decisionstore import DecisionStore
+from proxy.metrics import GatewayMetrics
+from proxy.policy import CallNext, Exchange, Response
+from proxy.ratelimit import Gcra, Verdict
+
+OUTCOME = "gatewatch.ratelimit.outcome"
+AUTH_OUTCOME = "gatewatch.auth.outcome"
+
+
+class AuthPolicy:
+    """Authenticates per route, checks scopes, passes the subject upstream in a trusted header."""
+
+    name = "auth"
+
+    def __init__(self, subject_header: str, metrics: GatewayMetrics) -> None:
+        self.subject_header = subject_header.lower()
+        self.metrics = metrics
+
+    async def handle(self, exchange: Exchange, call_next: CallNext) -> Response:
+        headers = exchange.request.headers
+        if self.subject_header in headers:
+            headers.remove(self.subject_header)  # only the gateway may set it
+        auth: tuple[Authenticator, frozenset[str]] | None = exchange.route.policy.get("auth")
+        if auth is None:
+            return await call_next(exchange)
+        authenticator, scopes = auth
+        try:
+            identity = await authenticator.authenticate(exchange.request)
+            if not scopes <= identity.scopes:
+                exchange.set_attribute("enduser.id", identity.subject)
+                raise AuthFailure("forbidden", "token lacks a required scope", 403, scope=" ".join(sorted(scopes)))
+        except AuthFailure as failure:
+            exchange.set_attribute(AUTH_OUTCOME, failure.outcome)
+            self.metrics.count(self.metrics.auth, failure.outcome)
+            return failure.response()
+        exchange.state["identity"] = identity
+        exchange.set_attribute(AUTH_OUTCOME, "ok")
+        self.metrics.count(self.metrics.auth, "ok")
+        if identity.subject:
+            exchange.set_attribute("enduser.id", identity.subject)
+            headers.set(self.subject_header, identity.subject)
+        return await call_next(exchange)
+
+
+def _limited(verdict: Verdict, why: str) -> Response:
+    return Response.json(429, {"error": "rate_limited", "message": why}, verdict.headers())
+
+
+class AccessPolicy:
+    """Applies block / rate_limit / route_limit decisions until they expire, then configured limits."""
+
+    name = "access"
+
+    def __init__(self, store: DecisionStore, metrics: GatewayMetrics) -> None:
+        self.store = store
+        self.metrics = metrics
+        self._limiters: dict[str, Gcra] = {}  # decision id -> its bucket
+        store.subscribe(self._on_update)
+
+    def _on_update(self, store: DecisionStore) -> None:
+        active = store.all_active()
+        ids = {decision.id for decision in active}
+        self._limiters = {key: value for key, value in self._limiters.items() if key in ids}
+        self.metrics.decisions_active.set(len(active))
+
+    def _limiter(self, decision: Decision) -> Gcra:
+        limiter = self._limiters.get(decision.id)
+        if limiter is None:
+            rate = float(decision.params.get("rate_per_s", 1.0))
+            burst = int(decision.params.get("burst", max(1, int(rate))))
+            limiter = Gcra(max(rate, 1e-6), max(burst, 1))
+            self._limiters[decision.id] = limiter
+        return limiter
+
+    def _record(self, exchange: Exchange, decision: Decision, effect: str) -> None:
+        exchange.set_attribute("gatewatch.decision.id", decision.id)
+        exchange.set_attribute("gatewatch.decision.kind", decision.kind.value)
+        exchange.set_attribute("gatewatch.decision.effect", effect)
+        self.metrics.count(self.metrics.decision_effects, decision.kind.value, effect)
+
+    def _apply(self, exchange: Exchange, decision: Decision, key: str, verdicts: list[Verdict]) -> Response | None:
+        """One decision's effect on this request: a response to send, or None to go on."""
+        enforce = decision.mode is Mode.ENFORCE
+        if decision.kind is DecisionKind.BLOCK:
+            self._record(exchange, decision, "blocked" if enforce else "dry_run")
+            if enforce:
+                exchange.set_attribute(OUTCOME, "blocked")
+                return Response.json(403, {"error": "blocked", "message": "client blocked by policy"})
+            return None
+        if decision.kind not in (DecisionKind.RATE_LIMIT, DecisionKind.ROUTE_LIMIT):
+            return None  # circuit decisions are for sidecars
+        verdict = self._limiter(decision).check(key)
+        if verdict.allowed:
+            verdicts.append(verdict)
+            self._record(exchange, decision, "allowed")
+            return None
+        self._record(exchange, decision, "limited" if enforce else "dry_run")
+        if enforce:
+            exchange.set_attribute(OUTCOME, "limited")
+            self.metrics.count(self.metrics.ratelimit, "limited")
+            return _limited(verdict, f"{decision.kind.value} decision by {decision.reason.detector}")
+        exchange.set_attribute(OUTCOME, "dry_run_limited")
+        return None
+
+    async def handle(self, exchange: Exchange, call_next: CallNext) -> Response:
+        route = exchange.route
+        identity: Identity | None = exchange.state.get("identity")
+        verdicts: list[Verdict] = []
+        store = self.store
+        keys = [exchange.client_address]
+        if identity is not None and identity.subject:
+            keys.append(identity.subject)
+        for key in keys:
+            for decision in store.active("client", key):
+                answer = self._apply(exchange, decision, key, verdicts)
+                if answer is not None:
+                    return answer
+        for decision in store.active("route", route.decision_key(exchange.request.method)):
+            answer = self._apply(exchange, decision, "", verdicts)
+            if answer is not None:
+                return answer
+        for limiter, kind in route.policy.get("rate_limits", ()):
+            verdict = limiter.check(self._key(exchange, identity, kind))
+            if not verdict.allowed:
+                exchange.set_attribute(OUTCOME, "limited")
+                self.metrics.count(self.metrics.ratelimit, "limited")
+                return _limited(verdict, f"rate limit of route {route.name}")
+            verdicts.append(verdict)
+        if not verdicts:
+            if OUTCOME not in exchange.attributes:
+                exchange.set_attribute(OUTCOME, "unlimited")
+            return await call_next(exchange)
+        exchange.attributes.setdefault(OUTCOME, "allowed")
+        self.metrics.count(self.metrics.ratelimit, "allowed")
+        response = await call_next(exchange)
+        tightest = min(verdicts, key=lambda verdict: verdict.remaining)
+        for name, value in tightest.headers():
+            response.headers.add(name, value)
+        return response
+
+    @staticmethod
+    def _key(exchange: Exchange, identity: Identity | None, kind: str) -> str:
+        """The bucket key: the client address, the subject, the API key id, or one shared bucket."""
+        if kind == "route":
+            return ""
+        if kind in ("subject", "api_key") and identity is not None and identity.subject:
+            return identity.subject
+        return exchange.client_address
