@@ -1,0 +1,173 @@
+"""The consume -> decode -> batch -> insert -> commit loop, one step at a time (the service runs it).
+
+Offsets are committed only after the batch's insert succeeded. Each partition's batch is inserted
+with a deduplication token naming its offset range, and the range is recorded in the ledger first,
+so a replay after a crash, restart or rebalance rebuilds the same range and is dropped by ClickHouse.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from gatewatch.errors import GatewatchError
+from gatewatch.spanlog import LogConsumer, Message, TopicPartition
+from pipelines.batch import PartitionBatch
+from pipelines.decode import PoisonMessage, decode_into
+from pipelines.dlq import DeadLetters
+from pipelines.ledger import BatchLedger
+from pipelines.metrics import PipelineMetrics
+from pipelines.retry import Backoff
+from pipelines.writer import SpanWriter
+
+log = logging.getLogger(__name__)
+
+LAG_EVERY_S = 5.0
+POLL_MESSAGES = 1000
+
+
+class Pipeline:
+    """Moves spans from a span-log consumer into a SpanWriter, batch by batch."""
+
+    def __init__(
+        self,
+        consumer: LogConsumer,
+        writer: SpanWriter,
+        ledger: BatchLedger,
+        dead_letters: DeadLetters,
+        metrics: PipelineMetrics,
+        batch_rows: int = 10_000,
+        batch_seconds: float = 1.0,
+        backoff: Backoff | None = None,
+        after_insert: Callable[[], None] | None = None,
+    ) -> None:
+        self._consumer, self._writer, self._ledger = consumer, writer, ledger
+        self._dead_letters, self.metrics = dead_letters, metrics
+        self._batch_rows, self._batch_seconds = batch_rows, batch_seconds
+        self.backoff = backoff or Backoff()
+        self._after_insert = after_insert
+        self._batches: dict[TopicPartition, PartitionBatch] = {}
+        self._next: dict[TopicPartition, int] = {}
+        self._lag_at = 0.0
+
+    @property
+    def pending_rows(self) -> int:
+        """Spans decoded but not yet inserted."""
+        return sum(len(batch.columns) for batch in self._batches.values())
+
+    def step(self, poll_timeout_s: float = 0.2) -> int:
+        """Poll once, decode what came, flush if a batch is due; returns the messages handled."""
+        messages = self._consumer.poll(POLL_MESSAGES, poll_timeout_s)
+        self._forget_revoked()
+        for message in messages:
+            self._handle(message)
+        self.metrics.messages.inc(len(messages))
+        if self._due(time.monotonic()):
+            self.flush()
+        self._update_lag()
+        return len(messages)
+
+    def flush(self, force_replays: bool = False) -> None:
+        """Insert every ready batch, then commit its offsets (raises retry.Abandoned when stopping)."""
+        now = time.monotonic()
+        ready = [b for b in self._batches.values() if force_replays or self._replay_ready(b, now)]
+        if not ready:
+            return
+        with_rows = [b for b in ready if len(b.columns)]
+        self.backoff.run(
+            "recording batch offsets", lambda: self._ledger.record([b.range for b in with_rows]),
+            self.metrics.store_errors.inc,
+        )
+        for batch in with_rows:
+            self._insert(batch)
+        if self._after_insert:
+            self._after_insert()
+        self._commit({(b.topic, b.partition): b.last + 1 for b in ready})
+        for batch in ready:
+            del self._batches[(batch.topic, batch.partition)]
+
+    def _insert(self, batch: PartitionBatch) -> None:
+        started = time.perf_counter()
+        self.backoff.run(
+            f"inserting {len(batch.columns)} spans", lambda: self._writer.write(batch.columns, batch.range.token),
+            self.metrics.store_errors.inc,
+        )
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.rows_written.inc(len(batch.columns))
+        self.metrics.batches.inc()
+
+    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            self._consumer.commit(offsets)
+        except GatewatchError as exc:
+            # Rebalance or broker trouble: whoever replays these offsets rebuilds the recorded
+            # ranges, so the insert is deduplicated; nothing is lost.
+            self.metrics.commit_errors.inc()
+            log.warning("offset commit failed (%s); the batch will be replayed and deduplicated", exc)
+
+    def _handle(self, message: Message) -> None:
+        tp = (message.topic, message.partition)
+        batch = self._batches.get(tp)
+        expected = self._next.get(tp)
+        if expected is None or message.offset < expected:
+            # First message since start or a rebalance, or a rewind: maybe a recorded range to rebuild.
+            batch = self._open(message)
+        elif batch is None:
+            batch = self._batches[tp] = PartitionBatch(message.topic, message.partition, message.offset)
+        elif batch.replay_end is not None and message.offset > batch.replay_end:
+            self.flush()
+            batch = self._batches[tp] = PartitionBatch(message.topic, message.partition, message.offset)
+        try:
+            decode_into(message.value, batch.columns)
+        except PoisonMessage as exc:
+            error = str(exc)
+            self.backoff.run("sending a dead letter", lambda: self._dead_letters.send(message, error))
+            self.metrics.dlq.inc()
+            log.warning("dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
+        batch.last = message.offset
+        batch.touched = time.monotonic()
+        self._next[tp] = message.offset + 1
+        if batch.complete_replay:
+            self.flush()
+
+    def _open(self, message: Message) -> PartitionBatch:
+        recorded = self.backoff.run(
+            "reading the batch ledger", lambda: self._ledger.last(message.topic, message.partition),
+            self.metrics.store_errors.inc,
+        )
+        batch = PartitionBatch(message.topic, message.partition, message.offset)
+        if recorded and recorded.first <= message.offset <= recorded.last:
+            batch.first, batch.replay_end = recorded.first, recorded.last
+            log.info("rebuilding recorded batch %s so its insert is deduplicated", recorded.token)
+        self._batches[(message.topic, message.partition)] = batch
+        return batch
+
+    def _replay_ready(self, batch: PartitionBatch, now: float) -> bool:
+        """A normal batch is always ready; a rebuilt one only once complete (or stalled for long)."""
+        if batch.replay_end is None or batch.complete_replay:
+            return True
+        return batch.stalled_for(now) > max(5.0, 10 * self._batch_seconds)
+
+    def _due(self, now: float) -> bool:
+        if self.pending_rows >= self._batch_rows:
+            return True
+        return any(b.age(now) >= self._batch_seconds and self._replay_ready(b, now) for b in self._batches.values())
+
+    def _forget_revoked(self) -> None:
+        owned = self._consumer.assignment()
+        if owned is None:
+            return
+        for tp in [tp for tp in self._next if tp not in owned]:
+            # Another member owns it now and replays from the last commit: never insert it here.
+            self._batches.pop(tp, None)
+            del self._next[tp]
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_at >= LAG_EVERY_S:
+            self._lag_at = now
+            try:
+                self.metrics.consumer_lag.set(self._consumer.lag())
+            except GatewatchError as exc:
+                log.debug("lag unavailable: %s", exc)
