@@ -67,14 +67,23 @@ def run_sql(client: Client, sql: str) -> Frame:
 
 
 def resolve_variables(
-    client: Client, dashboard: Dashboard, time_range: TimeRange, interval_s: int, chosen: Mapping[str, Sequence[str]]
+    client: Client,
+    dashboard: Dashboard,
+    time_range: TimeRange,
+    interval_s: int,
+    chosen: Mapping[str, Sequence[str]],
+    constants: Mapping[str, str],
 ) -> dict[str, VariableValue]:
-    """Every variable's value: `chosen` wins, constants and textboxes keep their defaults, query
-    variables default to All (all the values their query returns)."""
+    """Every variable's value. `chosen` (user input) sets textbox and query variables only: constants
+    are inserted unquoted, so only `constants` (trusted, e.g. the database) may change them. Query
+    variables default to All (every value their query returns)."""
     values: dict[str, VariableValue] = {}
     for variable in dashboard.variables:
         picked = [v for v in chosen.get(variable.name, ()) if v != ""]
-        if variable.type in ("constant", "textbox", "custom"):
+        if variable.type == "constant":
+            values[variable.name] = VariableValue.single(constants.get(variable.name, variable.query))
+            continue
+        if variable.type in ("textbox", "custom"):
             values[variable.name] = VariableValue(tuple(picked) or (variable.query,))
             continue
         if picked and ALL not in picked and "All" not in picked:
@@ -92,12 +101,13 @@ def run_dashboard(
     dashboard: Dashboard,
     time_range: TimeRange,
     chosen: Mapping[str, Sequence[str]] | None = None,
+    constants: Mapping[str, str] | None = None,
     max_points: int = 120,
 ) -> DashboardRun:
     """Expand and run every panel and annotation query of one dashboard."""
     interval_s = auto_interval(time_range, max_points)
     try:
-        variables = resolve_variables(client, dashboard, time_range, interval_s, chosen or {})
+        variables = resolve_variables(client, dashboard, time_range, interval_s, chosen or {}, constants or {})
     except GatewatchError as exc:
         run = DashboardRun(dashboard, QueryContext(time_range, interval_s, {}))
         run.errors.append(f"variables: {exc}")

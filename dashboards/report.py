@@ -137,8 +137,9 @@ def run_all(
     dashboards: Sequence[Dashboard] | None = None,
 ) -> list[DashboardRun]:
     """Run every dashboard (default: the shipped JSON) against one database."""
-    chosen = {**(variables or {}), "database": [database]}
-    return [run_dashboard(store, d, time_range, chosen) for d in (dashboards or load_dashboards(DASHBOARD_DIR))]
+    constants = {"database": database}
+    shown = dashboards or load_dashboards(DASHBOARD_DIR)
+    return [run_dashboard(store, d, time_range, variables, constants) for d in shown]
 
 
 def render_report(
