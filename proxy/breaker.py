@@ -153,6 +153,11 @@ class CircuitBreaker:
         if not ok and self._should_trip():
             self._open()
 
+    def release(self) -> None:
+        """An admitted request ended without an outcome (client gone): free its half-open probe slot."""
+        if self._state is BreakerState.HALF_OPEN and self._probes > 0:
+            self._probes -= 1
+
     def force(self, state: BreakerState, until: float) -> None:
         """Hold `state` (OPEN or CLOSED) until the clock reaches `until` (control-plane decisions)."""
         self._forced, self._forced_until = state, until
@@ -219,6 +224,12 @@ class EndpointSet:
         if fallback is not None and fallback[1].allow():
             return fallback
         return None
+
+    def panic_pick(self) -> tuple[str, CircuitBreaker]:
+        """The next endpoint regardless of ejection (when traffic must flow, e.g. a forced close)."""
+        member = self.members[self._next % len(self.members)]
+        self._next = (self._next + 1) % len(self.members)
+        return member
 
     def ejected(self) -> list[str]:
         """Endpoints currently ejected (their breaker is open)."""

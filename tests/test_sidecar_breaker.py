@@ -178,3 +178,13 @@ def test_all_endpoints_ejected_gives_none() -> None:
     assert chosen is not None
     chosen[1].record(False)
     assert endpoints.pick() is None
+
+
+def test_released_probe_frees_half_open_slot() -> None:
+    clock = FakeClock()
+    breaker = make(clock, consecutive_failures=1, base_open_s=1)
+    breaker.record(False)
+    clock.now += 1
+    assert breaker.allow()
+    breaker.release()  # the probe's client went away: no verdict
+    assert breaker.allow()

@@ -1,0 +1,176 @@
+"""The sidecar: two listeners of the one proxy engine, each with its own policy chain.
+
+* inbound (mTLS unless configured off): server span -> identity/allow-list -> local service;
+* outbound (loopback, plain: only the local service calls it): route by Host -> client span ->
+  breaker -> retry/deadline -> callee sidecar (over mTLS).
+
+`SidecarService` runs both on an event loop in a background thread (gatewatch.service.Service),
+so embedded mode can host sidecars next to the other stages in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.trace import TracerProvider
+
+from gatewatch.errors import GatewatchError
+from gatewatch.settings import Settings
+from proxy import mtls
+from proxy.circuit import BreakerPolicy
+from proxy.controlplane import decision_source
+from proxy.decisionstore import DecisionStore
+from proxy.identity import InboundIdentity
+from proxy.policy import Policy, build_chain
+from proxy.retrying import RetryPolicy
+from proxy.server import HttpServer
+from proxy.sidecar_config import SidecarConfig
+from proxy.sidecar_registry import Upstream, apply_decisions, build_registry, endpoint_of
+from proxy.sidecar_routing import LocalRoute, OutboundRoute
+from proxy.sidecar_tracing import ClientSpan, ServerSpan, sidecar_tracer
+from proxy.upstream import Cluster, UpstreamCaller
+
+log = logging.getLogger(__name__)
+
+
+class SidecarService:
+    """One sidecar beside one service; ports 0 pick free ones (see `inbound_port`/`outbound_port`)."""
+
+    def __init__(
+        self, config: SidecarConfig, settings: Settings, decisions: DecisionStore | None = None,
+        tracer_provider: TracerProvider | None = None, decisions_file: Path | None = None,
+    ) -> None:
+        self.name = f"sidecar[{config.service}]"
+        self.config = config
+        self.settings = settings
+        self.decisions = decisions if decisions is not None else DecisionStore()  # an empty store is falsy
+        self._tracer_provider = tracer_provider
+        self._decisions_file = decisions_file
+        client_tls = mtls.client_context(config.tls.files()) if config.tls.enabled else None
+        self._server_tls = mtls.server_context(config.tls.files()) if config.tls.enabled else None
+        self.registry: dict[str, Upstream] = build_registry(config, client_tls)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._servers: list[HttpServer] = []
+        self._callers: list[UpstreamCaller] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def inbound_port(self) -> int:
+        """The bound inbound port (after start)."""
+        return self._servers[0].port
+
+    @property
+    def outbound_port(self) -> int:
+        """The bound outbound port (after start)."""
+        return self._servers[1].port
+
+    def start(self) -> None:
+        """Bind both listeners and start following decisions; returns once serving."""
+        self._loop = _new_loop()
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name=self.name, daemon=True)
+        self._thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(_wait(ready), self._loop).result(timeout=30)
+        except Exception as exc:
+            self.stop(timeout_s=1.0)
+            raise GatewatchError(f"{self.name} could not start: {exc}") from None
+        log.info("%s: inbound %s:%d -> %s, outbound %s:%d (%s)", self.name, self.settings.host, self.inbound_port,
+                 self.config.inbound.forward_to, self.settings.host, self.outbound_port,
+                 "mTLS" if self.config.tls.enabled else "plain HTTP")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Drain in-flight requests (up to `timeout_s`), close listeners and upstream connections."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        if loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._shutdown(timeout_s), loop).result(timeout_s + 5)
+            loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout_s + 5)
+        self._loop = self._thread = None
+
+    def _run(self, ready: asyncio.Future[None]) -> None:
+        loop = self._loop
+        assert loop is not None
+        asyncio.set_event_loop(loop)
+        loop.create_task(self._startup(ready))
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _startup(self, ready: asyncio.Future[None]) -> None:
+        try:
+            await self._serve()
+        except Exception as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+
+    async def _serve(self) -> None:
+        tracer = sidecar_tracer(self.config.service, self._tracer_provider)
+        host = self.settings.host
+        local_caller, remote_caller = UpstreamCaller(), UpstreamCaller(add_forwarded=False)
+        self._callers = [local_caller, remote_caller]
+        inbound: list[Policy] = [
+            ServerSpan(tracer),
+            InboundIdentity(mtls.AllowList(self.config.inbound.allow), self.config.tls.enabled,
+                            self.config.tls.trust_domain),
+            LocalRoute(Cluster(self.config.service, [endpoint_of(self.config.inbound.forward_to)])),
+        ]
+        outbound: list[Policy] = [
+            OutboundRoute(self.config.service, self.registry),
+            ClientSpan(tracer),
+            BreakerPolicy(),
+            RetryPolicy(self.config.max_body_bytes),
+        ]
+        self._servers = [
+            HttpServer(build_chain(inbound, local_caller), host, self.config.inbound.port, ssl=self._server_tls),
+            HttpServer(build_chain(outbound, remote_caller), host, self.config.outbound.port),
+        ]
+        for server in self._servers:
+            await server.start()
+        self._follow_decisions()
+
+    def _follow_decisions(self) -> None:
+        loop = asyncio.get_running_loop()
+        # The store may be updated from another thread (embedded mode, tests): apply on our loop.
+        self.decisions.subscribe(lambda store: _call_soon(loop, apply_decisions, self.registry, store))
+        apply_decisions(self.registry, self.decisions)
+        source = decision_source(self.settings, self.decisions, self._decisions_file)
+        if source is not None:
+            self._tasks.append(loop.create_task(source.run()))
+
+    async def _shutdown(self, timeout_s: float) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*(server.stop(timeout_s) for server in self._servers), return_exceptions=True)
+        for caller in self._callers:
+            caller.close()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, func: Callable[..., Any], *args: Any) -> None:
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(func, *args)
+
+
+async def _wait(future: Awaitable[None]) -> None:
+    await future
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
