@@ -1,0 +1,100 @@
+"""mTLS between sidecars: verified identities, allow-lists, and rejection of unauthenticated peers."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gatewatch.settings import Settings
+from proxy import certs
+from tests.test_sidecar_support import running_backend, running_sidecar
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("pki")
+    certs.init_ca(directory)
+    for service in ("checkout", "payment", "intruder"):
+        certs.issue(directory, service)
+    return directory
+
+
+def call(port: int, service: str) -> httpx.Response:
+    return httpx.get(f"http://127.0.0.1:{port}/pay", headers={"host": service}, timeout=10)
+
+
+def https_client(pki: Path, cert: tuple[Path, Path] | None) -> httpx.Client:
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    context.check_hostname = False
+    if cert is not None:
+        context.load_cert_chain(*cert)
+    return httpx.Client(verify=context, timeout=10)
+
+
+def test_mtls_call_carries_verified_identity_and_allow_list_rejects_unlisted(settings: Settings, pki: Path) -> None:
+    with (
+        running_backend() as payment,
+        running_sidecar("payment", payment.port, settings, pki=pki, inbound={"allow": ["checkout"]}) as callee,
+        running_sidecar("checkout", 1, settings, {"payment": [callee.inbound_port]}, pki=pki) as checkout,
+        running_sidecar("intruder", 1, settings, {"payment": [callee.inbound_port]}, pki=pki) as intruder,
+    ):
+        ok = call(checkout.outbound_port, "payment")
+        assert ok.status_code == 200
+        assert payment.seen[-1]["x-gatewatch-caller"] == "checkout"
+        assert payment.seen[-1]["x-forwarded-proto"] == "https"
+        denied = call(intruder.outbound_port, "payment")
+        assert denied.status_code == 403 and denied.json()["error"] == "caller_not_allowed"
+        assert payment.hits == 1
+
+
+def test_caller_cannot_spoof_identity_header(settings: Settings, pki: Path) -> None:
+    with (
+        running_backend() as payment,
+        running_sidecar("payment", payment.port, settings, pki=pki) as callee,
+        https_client(pki, (pki / "intruder.pem", pki / "intruder.key")) as client,
+    ):
+        response = client.get(f"https://127.0.0.1:{callee.inbound_port}/", headers={"x-gatewatch-caller": "checkout"})
+        assert response.status_code == 200
+        assert payment.seen[-1]["x-gatewatch-caller"] == "intruder"  # the certificate wins
+
+
+def test_client_without_certificate_is_rejected(settings: Settings, pki: Path) -> None:
+    with (
+        running_backend() as payment,
+        running_sidecar("payment", payment.port, settings, pki=pki) as callee,
+        https_client(pki, None) as client,
+    ):
+        with pytest.raises(httpx.TransportError):
+            client.get(f"https://127.0.0.1:{callee.inbound_port}/")
+        with pytest.raises(httpx.TransportError):  # plain HTTP to the TLS listener
+            httpx.get(f"http://127.0.0.1:{callee.inbound_port}/", timeout=5)
+        assert payment.hits == 0
+
+
+def test_certificate_from_another_ca_is_rejected(settings: Settings, pki: Path, tmp_path: Path) -> None:
+    certs.init_ca(tmp_path)
+    certs.issue(tmp_path, "checkout")
+    with (
+        running_backend() as payment,
+        running_sidecar("payment", payment.port, settings, pki=pki) as callee,
+        running_sidecar("checkout", 1, settings, {"payment": [callee.inbound_port]}, pki=tmp_path) as rogue,
+    ):
+        assert call(rogue.outbound_port, "payment").status_code == 502
+        assert payment.hits == 0
+
+
+def test_callee_must_prove_it_is_the_named_service(settings: Settings, pki: Path) -> None:
+    with (
+        running_backend() as impostor_backend,
+        running_sidecar("intruder", impostor_backend.port, settings, pki=pki) as impostor,
+        running_sidecar("checkout", 1, settings, {"payment": [impostor.inbound_port]}, pki=pki,
+                        config={"retry": {"max_retries": 0}}) as checkout,
+    ):
+        response = call(checkout.outbound_port, "payment")
+        assert response.status_code == 502
+        assert impostor_backend.hits == 0
