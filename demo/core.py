@@ -16,7 +16,7 @@ from gatewatch.settings import Settings
 from gatewatch.spanlog import SpanLog, open_span_log
 
 
-def _component(module: str, name: str, missing: list[str]) -> Any:
+def component(module: str, name: str, missing: list[str]) -> Any:
     """A stage's class, or None (noted in `missing`) while that stage has not landed."""
     try:
         return getattr(importlib.import_module(module), name)
@@ -69,19 +69,19 @@ class CoreService:
         return service
 
     def _start_collector(self) -> None:
-        cls = _component("collector.service", "CollectorService", self.core.missing)
+        cls = component("collector.service", "CollectorService", self.core.missing)
         if cls is not None:
             collector = self._run(cls(self.settings, span_log=self.span_log))
             self.core.collector_endpoint = str(collector.http_endpoint)  # type: ignore[attr-defined]
 
     def _start_pipeline(self) -> None:
-        cls = _component("pipelines.service", "PipelineService", self.core.missing)
+        cls = component("pipelines.service", "PipelineService", self.core.missing)
         if cls is not None:
             self._run(cls(self.settings, span_log=self.span_log, store=self.store))
 
     def _start_detectors(self) -> None:
-        plane_cls = _component("detectors.controlplane", "ControlPlaneService", self.core.missing)
-        detect_cls = _component("detectors.service", "DetectorService", self.core.missing)
+        plane_cls = component("detectors.controlplane", "ControlPlaneService", self.core.missing)
+        detect_cls = component("detectors.service", "DetectorService", self.core.missing)
         if plane_cls is not None:
             plane = self._run(plane_cls(self.settings))
             self.core.control_plane_url = str(getattr(plane, "url", ""))

@@ -251,3 +251,14 @@ def _bots(truth: list[TruthRow]) -> dict[str, list[TruthRow]]:
             grouped[row.label].append(row)
     return dict(grouped)
 
+
+
+def live_counts(client: Client, database: str, start_ms: int) -> tuple[int, int, int]:
+    """Spans, decisions and alerts stored since `start_ms`, for the progress panel."""
+    since = f"fromUnixTimestamp64Milli({int(start_ms)})"
+    [(spans, decisions, alerts)] = client.query(
+        f"SELECT (SELECT count() FROM {database}.otel_traces WHERE Timestamp >= {since}), "
+        f"(SELECT count() FROM {database}.decisions WHERE CreatedAt >= {since}), "
+        f"(SELECT uniqExact(Fingerprint) FROM {database}.alerts WHERE StartsAt >= {since})"
+    ).result_rows
+    return int(spans), int(decisions), int(alerts)
