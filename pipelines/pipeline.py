@@ -50,11 +50,12 @@ class Pipeline:
         self._batches: dict[TopicPartition, PartitionBatch] = {}
         self._next: dict[TopicPartition, int] = {}
         self._lag_at = 0.0
+        self._pending = 0
 
     @property
     def pending_rows(self) -> int:
         """Spans decoded but not yet inserted."""
-        return sum(len(batch.columns) for batch in self._batches.values())
+        return self._pending
 
     def step(self, poll_timeout_s: float = 0.2) -> int:
         """Poll once, decode what came, flush if a batch is due; returns the messages handled."""
@@ -62,6 +63,8 @@ class Pipeline:
         self._forget_revoked()
         for message in messages:
             self._handle(message)
+            if self.pending_rows >= self._batch_rows:
+                self.flush()
         self.metrics.messages.inc(len(messages))
         if self._due(time.monotonic()):
             self.flush()
@@ -86,6 +89,10 @@ class Pipeline:
         self._commit({(b.topic, b.partition): b.last + 1 for b in ready})
         for batch in ready:
             del self._batches[(batch.topic, batch.partition)]
+        self._recount()
+
+    def _recount(self) -> None:
+        self._pending = sum(len(batch.columns) for batch in self._batches.values())
 
     def _insert(self, batch: PartitionBatch) -> None:
         started = time.perf_counter()
@@ -119,7 +126,7 @@ class Pipeline:
             self.flush()
             batch = self._batches[tp] = PartitionBatch(message.topic, message.partition, message.offset)
         try:
-            decode_into(message.value, batch.columns)
+            self._pending += decode_into(message.value, batch.columns)
         except PoisonMessage as exc:
             error = str(exc)
             self.backoff.run("sending a dead letter", lambda: self._dead_letters.send(message, error))
@@ -141,6 +148,7 @@ class Pipeline:
             batch.first, batch.replay_end = recorded.first, recorded.last
             log.info("rebuilding recorded batch %s so its insert is deduplicated", recorded.token)
         self._batches[(message.topic, message.partition)] = batch
+        self._recount()
         return batch
 
     def _replay_ready(self, batch: PartitionBatch, now: float) -> bool:
@@ -162,6 +170,7 @@ class Pipeline:
             # Another member owns it now and replays from the last commit: never insert it here.
             self._batches.pop(tp, None)
             del self._next[tp]
+            self._recount()
 
     def _update_lag(self) -> None:
         now = time.monotonic()

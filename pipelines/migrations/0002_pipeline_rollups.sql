@@ -12,6 +12,10 @@ CREATE TABLE IF NOT EXISTS $db.pipeline_batches $on_cluster (
 ORDER BY (Topic, Partition, LastOffset)
 TTL toDateTime(WrittenAt) + toIntervalDay(7);
 
+-- Replayed inserts reach materialized views too: their target tables need a dedup window of their
+-- own (the view's block gets a token derived from the source insert's) to drop the replay as well.
+ALTER TABLE $db.otel_traces_trace_id_ts $on_cluster MODIFY SETTING $dedup_window;
+
 -- traffic_1m: gateway traffic per minute from HTTP SERVER spans, by service, route, method, status
 -- class and client key (JWT subject from enduser.id, else client.address). Errors are 5xx responses
 -- or spans with StatusCode 'Error'. Read with sum() and quantilesTDigestMerge(0.5, 0.9, 0.99).
@@ -28,7 +32,8 @@ CREATE TABLE IF NOT EXISTS $db.$traffic_local $on_cluster (
     Latency AggregateFunction(quantilesTDigest(0.5, 0.9, 0.99), UInt64)
 ) ENGINE = $engine_aggregating
 PARTITION BY toDate(Minute)
-ORDER BY (ServiceName, Minute, Route, Method, StatusClass, ClientKind, ClientKey);
+ORDER BY (ServiceName, Minute, Route, Method, StatusClass, ClientKind, ClientKey)
+SETTINGS $dedup_window;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS $db.traffic_1m_mv $on_cluster
 TO $db.$traffic_local
@@ -60,7 +65,8 @@ CREATE TABLE IF NOT EXISTS $db.$edges_local $on_cluster (
     Latency AggregateFunction(quantilesTDigest(0.5, 0.9, 0.99), UInt64)
 ) ENGINE = $engine_aggregating
 PARTITION BY toDate(Minute)
-ORDER BY (Minute, Caller, Callee);
+ORDER BY (Minute, Caller, Callee)
+SETTINGS $dedup_window;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS $db.edges_1m_mv $on_cluster
 TO $db.$edges_local
