@@ -17,7 +17,8 @@ def synthetic_request(spans: int, seed: int = 0, service: str = "gateway", start
     rnd = random.Random(seed)
     request = ExportTraceServiceRequest()
     resource_spans = request.resource_spans.add()
-    for key, value in (("service.name", service), ("host.name", f"host-{seed % 4}"), ("telemetry.sdk.language", "python")):
+    resource = (("service.name", service), ("host.name", f"host-{seed % 4}"), ("telemetry.sdk.language", "python"))
+    for key, value in resource:
         attribute = resource_spans.resource.attributes.add()
         attribute.key, attribute.value.string_value = key, value
     scope_spans = resource_spans.scope_spans.add()

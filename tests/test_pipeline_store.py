@@ -135,7 +135,8 @@ def test_rollups_agree_with_raw_spans(settings, store):
     run_pipeline(settings, store, messages)
     db = settings.database
     raw = store.query(
-        f"SELECT count(), countIf(StatusCode = 'Error' OR toUInt16OrZero(SpanAttributes['http.response.status_code']) >= 500) "
+        "SELECT count(), countIf(StatusCode = 'Error' OR "
+        "toUInt16OrZero(SpanAttributes['http.response.status_code']) >= 500) "
         f"FROM {db}.otel_traces WHERE SpanKind = 'Server'"
     ).result_rows[0]
     rolled = store.query(f"SELECT sum(Requests), sum(Errors) FROM {db}.traffic_1m").result_rows[0]
@@ -144,8 +145,8 @@ def test_rollups_agree_with_raw_spans(settings, store):
     routes = queries.traffic_by_route(store, db, now - 3600, now + 60, service="gateway")
     assert sum(r.requests for r in routes) == raw[0] and all(r.p99_ms >= r.p50_ms > 0 for r in routes)
     by_client = store.query(
-        f"SELECT if(SpanAttributes['enduser.id'] != '', SpanAttributes['enduser.id'], SpanAttributes['client.address']) AS k, "
-        f"count() FROM {db}.otel_traces WHERE SpanKind = 'Server' GROUP BY k"
+        "SELECT if(SpanAttributes['enduser.id'] != '', SpanAttributes['enduser.id'], "
+        f"SpanAttributes['client.address']) AS k, count() FROM {db}.otel_traces WHERE SpanKind = 'Server' GROUP BY k"
     ).result_rows
     activity = queries.client_activity(store, db, now - 3600, now + 60)
     assert {(a.key, a.requests) for a in activity} == {(k, n) for k, n in by_client}
