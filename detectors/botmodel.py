@@ -2,7 +2,7 @@
 
 * unsupervised: the mean of two robust z-scores against the training clients, IsolationForest's
   anomaly score and the robust distance (mean of the three largest per-feature |z|), mapped to
-  [0, 1] by a logistic that is 0.5 four deviations out (ordinary clients sit near 0). IsolationForest
+  [0, 1] by a logistic that is 0.5 five deviations out (ordinary clients sit near 0). IsolationForest
   alone saturates on the few dozen clients of a short window; the distance keeps the scale;
 * supervised (labels from `ground_truth`): gradient boosting over the features plus that anomaly
   score, wrapped in sigmoid (Platt) calibration, so its probability is the combined, calibrated score.
@@ -39,6 +39,9 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
 
 
+UNSUPERVISED_KNEE = 5.0  # robust deviations at which the unsupervised score is 0.5
+
+
 def _robust_z(values: np.ndarray, mid: float, spread: float) -> np.ndarray:
     return (values - mid) / max(spread, 1e-3)
 
@@ -65,10 +68,13 @@ class BotModel:
         has_normal = labels is not None and labels.sum() < len(labels)
         normal = x[labels == 0] if has_normal and labels is not None else x
         iforest = IsolationForest(n_estimators=100, random_state=seed).fit(x)
-        model = cls(iforest, np.median(normal, axis=0), np.maximum(mad_scale(normal, axis=0), 0.05))
+        median = np.median(normal, axis=0)
+        # A floor on the spread: a few dozen similar clients must not make small differences look huge.
+        model = cls(iforest, median, np.maximum(mad_scale(normal, axis=0), np.maximum(0.1 * np.abs(median), 0.05)))
         raw_if, raw_dist = -iforest.score_samples(normal), model._distance(normal)
-        model.if_mid, model.if_spread = float(np.median(raw_if)), max(float(mad_scale(raw_if)), 0.005)
-        model.dist_mid, model.dist_spread = float(np.median(raw_dist)), max(float(mad_scale(raw_dist)), 0.1)
+        model.if_mid, model.if_spread = float(np.median(raw_if)), max(float(mad_scale(raw_if)), 0.02)
+        model.dist_mid = float(np.median(raw_dist))
+        model.dist_spread = max(float(mad_scale(raw_dist)), 0.25 * model.dist_mid, 0.5)
         model.metadata = {"samples": len(frame), "features": list(CLIENT_FEATURES), "supervised": False}
         if labels is not None and min(labels.sum(), len(labels) - labels.sum()) >= 3:
             model._fit_supervised(x, labels, seed)
@@ -96,7 +102,7 @@ class BotModel:
 
     def unsupervised_score(self, x: np.ndarray) -> np.ndarray:
         """Calibrated unsupervised score in [0, 1]."""
-        return _sigmoid(self.anomaly(x) - 4.0)
+        return _sigmoid(self.anomaly(x) - UNSUPERVISED_KNEE)
 
     def score(self, frame: pd.DataFrame) -> np.ndarray:
         """Bot score in [0, 1] per row."""

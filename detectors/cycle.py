@@ -74,13 +74,14 @@ class DetectionCycle:
                "tuner": max(config.decision_ttl_s, 5 * TUNER_EVERY_S)}
         self.keepers = {name: DecisionKeeper(ttl[name], config.clear_cycles, publish) for name in ttl}
         self._tuned_at: datetime | None = None
+        self._first_seen: float | None = None  # earliest traffic seen, to know when a window is full
 
     def run(self, now: datetime | None = None) -> CycleResult:
         """One full cycle at `now` (default: the wall clock)."""
         started = time.perf_counter()
         now = now or utcnow()
         frame = client_features(self.store, self.db, now, self.config.client_window_s)
-        model = self._model(frame)
+        model = self._model(frame, now)
         result = CycleResult(now, frame)
         if model is not None:
             wants, result.clients = self.bots.wants(model, frame, self.keepers["bot"].holds)
@@ -99,9 +100,12 @@ class DetectionCycle:
         self._observe(result)
         return result
 
-    def _model(self, frame: pd.DataFrame) -> BotModel | None:
-        """The loaded model; without one, fit an unsupervised one on this window once it has enough clients."""
-        if self.model is None:
+    def _model(self, frame: pd.DataFrame, now: datetime) -> BotModel | None:
+        """The loaded model; without one, fit an unsupervised one on the first full window with enough clients."""
+        if self._first_seen is None and not frame.empty:
+            self._first_seen = pd.to_datetime(frame["first_seen"]).min().timestamp()
+        full = self._first_seen is not None and now.timestamp() - self._first_seen >= self.config.client_window_s
+        if self.model is None and full:
             eligible = frame[frame["n"] >= self.config.min_client_requests]
             if len(eligible) >= MIN_CLIENTS_TO_BOOTSTRAP:
                 self.model = BotModel.fit(eligible)

@@ -34,10 +34,10 @@ CLIENT_FEATURES: tuple[str, ...] = (
 
 # RE2 and Python `re` read these the same way; one definition for SQL and for offline scoring.
 AUTOMATION_UA = (
-    r"(?i)(bot|crawl|spider|slurp|curl|wget|python|go-http|java/|okhttp|httpclient|scrapy|"
+    r"(?i)(?:bot|crawl|spider|slurp|curl|wget|python|go-http|java/|okhttp|httpclient|scrapy|"
     r"headless|phantom|libwww|axios|node-fetch|aiohttp|httpx|^$)"
 )
-AUTH_PATH = r"(?i)(login|logout|signin|signup|auth|token|password|session|otp)"
+AUTH_PATH = r"(?i)(?:login|logout|signin|signup|auth|token|password|session|otp)"
 
 ERROR_STATUS = "StatusCode IN ('Error', 'STATUS_CODE_ERROR')"
 

@@ -1,0 +1,189 @@
+"""Offline scoring (`gatewatch detect series|sessions`) and the pure detector parts."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from detectors import simulate
+from detectors.config import DetectorConfig
+from detectors.decider import DecisionKeeper, Want
+from detectors.series import score_series
+from detectors.sessions import read_combined, read_csv, score_sessions, window_features
+from detectors.tuner import RateLimitTuner
+from gatewatch.cli import main
+from gatewatch.decisions import DecisionKind, Mode, Reason, Scope, Target
+
+
+def test_series_flags_a_spike_online(tmp_path):
+    rng = np.random.default_rng(1)
+    values = rng.normal(10, 1, 600)
+    values[400] = 30
+    source = tmp_path / "in.csv"
+    pd.DataFrame({"timestamp": range(600), "value": values}).to_csv(source, index=False)
+    assert main(["detect", "series", str(source), "-o", str(tmp_path / "out.csv")]) == 0
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert list(out.columns) == ["timestamp", "value", "score", "is_anomaly"]
+    assert out["is_anomaly"][400] and out["score"].between(0, 1).all()
+    assert out["is_anomaly"].sum() <= 5
+    # Online: changing later rows never changes an earlier score.
+    changed = values.copy()
+    changed[450:] += 100
+    assert np.array_equal(score_series(values)[:450], score_series(changed)[:450])
+
+
+def test_series_rejects_bad_input_with_one_line(tmp_path, capsys):
+    source = tmp_path / "bad.csv"
+    source.write_text("timestamp,value\n1,abc\n")
+    assert main(["detect", "series", str(source), "-o", str(tmp_path / "o.csv")]) == 2
+    assert "not a number on row 2" in capsys.readouterr().err
+    source.write_text("time,v\n1,2\n")
+    assert main(["detect", "series", str(source), "-o", str(tmp_path / "o.csv")]) == 2
+
+
+def test_sessions_flags_bots_not_humans(tmp_path):
+    scenario = simulate.scenario(seed=3, start=time.time() - 400, duration_s=400, humans=15, bot_after_s=150)
+    source = tmp_path / "log.csv"
+    simulate.write_sessions_csv(scenario, source)
+    assert main(["detect", "sessions", str(source), "-o", str(tmp_path / "out.csv"),
+                 "--data-dir", str(tmp_path)]) == 0
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert list(out.columns) == ["client", "score", "is_bot", "first_flagged_at", "top_features"]
+    bots = {t.key: t.start for t in scenario.truth}
+    flagged = set(out[out["is_bot"]]["client"])
+    assert flagged == set(bots)
+    for row in out[out["is_bot"]].itertuples():
+        delay = pd.Timestamp(row.first_flagged_at).timestamp() - bots[row.client]
+        assert 0 <= delay < 60
+
+
+def test_sessions_is_online(tmp_path):
+    start = time.time() - 300
+    scenario = simulate.scenario(seed=4, start=start, duration_s=300, humans=12, bots=("scraper",), bot_after_s=100)
+    source = tmp_path / "log.csv"
+    simulate.write_sessions_csv(scenario, source)
+    rows = read_csv(source)
+    full = {v.client: v.first_flagged_at for v in score_sessions(rows, None, 0.8)}
+    cut = {v.client: v.first_flagged_at for v in score_sessions(rows[rows["ts"] <= full["203.0.4.1"]], None, 0.8)}
+    assert cut["203.0.4.1"] == full["203.0.4.1"]
+
+
+def test_combined_log_parsing(tmp_path):
+    log = tmp_path / "access.log"
+    log.write_text(
+        '203.0.113.7 - alice [10/Oct/2024:13:55:36 +0000] "GET /api/login?x=1 HTTP/1.1" 401 12 "-" "curl/8.0"\n'
+        "garbage line\n"
+        '198.51.100.2 - - [10/Oct/2024:13:55:37 +0000] "POST /cart HTTP/1.1" 200 5 "-" "Mozilla/5.0"\n'
+    )
+    rows = read_combined(log)
+    assert list(rows["client"]) == ["203.0.113.7", "198.51.100.2"]
+    assert rows["path"][0] == "/api/login" and rows["status"][0] == 401 and rows["subject"][0] == "alice"
+    assert list(read_combined(log, "user")["client"]) == ["alice", "-"]
+
+
+def test_sql_and_offline_features_agree(store, settings):
+    start = time.time() - 200
+    scenario = simulate.scenario(seed=5, start=start, duration_s=200, humans=5, bot_after_s=20)
+    simulate.insert_spans(store, settings.database, scenario)
+    from detectors.features import CLIENT_FEATURES, client_features
+
+    now = datetime.fromtimestamp(start + 200, UTC)
+    sql = client_features(store, settings.database, now, 120).set_index("client").sort_index()
+    frame = pd.DataFrame([{"ts": r.ts, "client": r.client, "method": r.method, "path": r.path, "status": r.status,
+                           "user_agent": r.user_agent, "subject": r.subject} for r in scenario.requests])
+    frame = frame[(frame["ts"] > now.timestamp() - 120) & (frame["ts"] <= now.timestamp())]
+    offline = window_features(frame, 120).set_index("client").sort_index()
+    assert list(sql.index) == list(offline.index)
+    for name in CLIENT_FEATURES:
+        assert np.allclose(sql[name], offline[name], rtol=1e-3, atol=1e-3), name
+
+
+def _want(key: str, params: dict | None = None) -> Want:
+    return Want(DecisionKind.RATE_LIMIT, Target(scope=Scope.CLIENT, key=key), Reason(detector="bot", score=0.9),
+                params or {"rate_per_s": 1.0}, Mode.ENFORCE)
+
+
+def test_keeper_renews_at_half_life_and_releases_after_clear_cycles():
+    sent: list = []
+    keeper = DecisionKeeper(ttl_s=60, clear_cycles=3, publish=sent.extend)
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    first = keeper.reconcile([_want("a")], t0)
+    assert len(first) == 1 and first[0].expires_at == t0 + timedelta(seconds=60)
+    assert keeper.reconcile([_want("a")], t0 + timedelta(seconds=10)) == []  # no churn
+    renewed = keeper.reconcile([_want("a")], t0 + timedelta(seconds=31))
+    assert renewed[0].id == first[0].id and renewed[0].expires_at == t0 + timedelta(seconds=91)
+    changed = keeper.reconcile([_want("a", {"rate_per_s": 2.0})], t0 + timedelta(seconds=32))
+    assert changed[0].id != first[0].id
+    # One missing cycle does not release (no flapping); three do, and a rate limit just expires.
+    for i in range(2):
+        assert keeper.reconcile([], t0 + timedelta(seconds=33 + i)) == []
+        assert keeper.holds(Target(scope=Scope.CLIENT, key="a"))
+    assert keeper.reconcile([], t0 + timedelta(seconds=36)) == []
+    assert not keeper.active and len(sent) == 3
+
+
+def test_keeper_closes_a_released_circuit():
+    keeper = DecisionKeeper(ttl_s=60, clear_cycles=1, publish=lambda _: None)
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    want = Want(DecisionKind.CIRCUIT_OPEN, Target(scope=Scope.EDGE, key="a->b"), Reason(detector="spike"), {},
+                Mode.ENFORCE)
+    keeper.reconcile([want], t0)
+    closed = keeper.reconcile([], t0 + timedelta(seconds=5))
+    assert [d.kind for d in closed] == [DecisionKind.CIRCUIT_CLOSE]
+
+
+def test_tuner_floor_bounded_steps_and_hysteresis():
+    tuner = RateLimitTuner(DetectorConfig(tuner_floor_per_s=1.0, tuner_headroom=2.0, tuner_max_step=0.5,
+                                          tuner_hysteresis=0.2))
+    def rates(per_min: float) -> pd.DataFrame:
+        return pd.DataFrame({"route": "GET /a", "client_class": "browser", "client": [f"c{i}" for i in range(50)],
+                             "per_min": per_min})
+    first = tuner.wants(rates(600), set())[0]  # 10 r/s -> 20 r/s
+    assert first.kind == DecisionKind.ROUTE_LIMIT and first.params["classes"]["browser"]["rate_per_s"] == 20
+    assert tuner.wants(rates(6000), set())[0].params["rate_per_s"] == 30  # +50% at most
+    assert tuner.wants(rates(990), set())[0].params["rate_per_s"] == 30  # 33 r/s is within hysteresis
+    assert tuner.wants(rates(1), set())[0].params["rate_per_s"] == 15  # -50% at most
+    for _ in range(10):
+        last = tuner.wants(rates(1), set())[0]
+    assert last.params["rate_per_s"] >= 1.0  # the floor
+
+
+@pytest.mark.parametrize("fault", ["errors", "latency"])
+def test_spike_detector_onset(fault):
+    from detectors.features import EdgeWindow
+    from detectors.spikes import SpikeDetector
+
+    rng = np.random.default_rng(0)
+    start = 1_700_000_000.0
+    calls = simulate.edge_calls(rng, "a", "b", start, start + 1200, 5.0, (start + 1100, start + 1200, fault))
+    frame = pd.DataFrame([{"ts": c.ts, "err": c.status >= 500, "ms": c.duration_ms} for c in calls])
+    frame["bucket"] = pd.to_datetime((frame["ts"] // 10) * 10, unit="s", utc=True)
+    buckets = frame.groupby("bucket").agg(calls=("ts", "size"), errors=("err", "sum"),
+                                          p50_ms=("ms", "median"), p99_ms=("ms", lambda s: s.quantile(0.99)))
+    detector = SpikeDetector(DetectorConfig())
+    now = datetime.fromtimestamp(start + 1130, UTC)
+    window = EdgeWindow("a", "b", buckets.reset_index()[lambda f: f["bucket"] <= now])
+    spikes = detector.detect([window], now)
+    assert [s.kind for s in spikes] == [fault]
+    assert abs(spikes[0].onset.timestamp() - (start + 1100)) <= 10
+    quiet = EdgeWindow("a", "b", buckets.reset_index()[lambda f: f["bucket"] < datetime.fromtimestamp(start + 1090, UTC)])
+    assert detector.detect([quiet], datetime.fromtimestamp(start + 1090, UTC)) == []
+
+
+def test_spike_detector_ignores_drift_and_low_volume():
+    from detectors.features import EdgeWindow
+    from detectors.spikes import SpikeDetector
+
+    detector = SpikeDetector(DetectorConfig())
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    stamps = [start + timedelta(seconds=10 * i) for i in range(180)]
+    drift = pd.DataFrame({"bucket": stamps, "calls": 50, "errors": 0,
+                          "p50_ms": [20 * 1.01 ** (i / 6) for i in range(180)],
+                          "p99_ms": [40 * 1.01 ** (i / 6) for i in range(180)]})
+    assert detector.detect([EdgeWindow("a", "b", drift)], stamps[-1] + timedelta(seconds=5)) == []
+    low = drift.assign(calls=1, errors=[1 if i > 177 else 0 for i in range(180)])  # 1 error in 2 calls
+    assert detector.detect([EdgeWindow("a", "b", low)], stamps[-1] + timedelta(seconds=5)) == []
