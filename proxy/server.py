@@ -150,6 +150,7 @@ class HttpServerProtocol(asyncio.Protocol):
         self.served = 0
         self.idle_since = self.loop.time()
         self.closing = False
+        self.broken = False  # a parse error while a request was in flight: close after its answer
         self.timer: asyncio.TimerHandle | None = None
         self.read_paused = False
         self.write_paused = False
@@ -197,7 +198,7 @@ class HttpServerProtocol(asyncio.Protocol):
             self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.broken:
             return
         if not self.in_head and self.body is None:
             self.in_head = True  # first bytes of a new request: the header timeout starts now
@@ -313,7 +314,7 @@ class HttpServerProtocol(asyncio.Protocol):
             response = ProxyError("internal error", 500, "internal_error").response()
         if body is not None and not body.done:
             close_after = True  # the rest of the upload would be read as the next request
-        keep_alive = keep_alive and not close_after and not self.server.draining
+        keep_alive = keep_alive and not close_after and not self.server.draining and not self.broken
         status = response.status
         try:
             keep_alive = await self._send(request, response, keep_alive)
@@ -409,15 +410,20 @@ class HttpServerProtocol(asyncio.Protocol):
         """Answer a request we could not parse or accept, then close the connection."""
         if self.server.on_reject is not None:
             self.server.on_reject(status, code)
-        if not self.busy:  # a response is not already under way
-            response = ProxyError(message, status, code).response()
-            reason = _REASONS.get(status, "Error").encode()
-            head = (
-                b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                b"connection: close\r\n\r\n"
-            )
-            assert isinstance(response.body, bytes)
-            self._write(head % (status, reason, len(response.body)) + response.body)
+        if self.busy:
+            # A request is in flight (its body was malformed): its handler answers with the body's
+            # error and the connection closes after that answer; nothing more is parsed.
+            self.broken = True
+            self.pause_reading()
+            return
+        response = ProxyError(message, status, code).response()
+        reason = _REASONS.get(status, "Error").encode()
+        head = (
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n"
+        )
+        assert isinstance(response.body, bytes)
+        self._write(head % (status, reason, len(response.body)) + response.body)
         self._close()
 
     def _close(self) -> None:
