@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -13,7 +14,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from proxy.policy import CallNext, Exchange, Response
+from proxy.policy import CallNext, Exchange, Headers, Response
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
@@ -31,6 +32,25 @@ def make_tracer_provider(
     return provider
 
 
+def parent_context(headers: Headers) -> Context | None:
+    """The W3C trace context a request carries (`traceparent`/`tracestate`), or None."""
+    incoming = headers.get("traceparent")
+    if incoming is None:
+        return None
+    carrier = {"traceparent": incoming}
+    state = headers.get("tracestate")
+    if state is not None:
+        carrier["tracestate"] = state
+    return _PROPAGATOR.extract(carrier)
+
+
+def propagate_span(headers: Headers, span: trace.Span) -> None:
+    """Make `span` the parent the next hop sees (sets `traceparent`)."""
+    context = span.get_span_context()
+    if context.is_valid:
+        headers.set("traceparent", f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}")
+
+
 class TracingPolicy:
     """Outermost policy: starts the server span, forwards traceparent, ends the span on completion."""
 
@@ -42,19 +62,8 @@ class TracingPolicy:
 
     async def handle(self, exchange: Exchange, call_next: CallNext) -> Response:
         request = exchange.request
-        headers = request.headers
-        parent = None
-        incoming = headers.get("traceparent")
-        if incoming is not None:
-            carrier = {"traceparent": incoming}
-            state = headers.get("tracestate")
-            if state is not None:
-                carrier["tracestate"] = state
-            parent = _PROPAGATOR.extract(carrier)
-        span = self.tracer.start_span(request.method, context=parent, kind=SpanKind.SERVER)
-        context = span.get_span_context()
-        if context.is_valid:
-            headers.set("traceparent", f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}")
+        span = self.tracer.start_span(request.method, context=parent_context(request.headers), kind=SpanKind.SERVER)
+        propagate_span(request.headers, span)
         if span.is_recording():
             exchange.on_complete(lambda done, status: self._end(span, done, status))
         return await call_next(exchange)
