@@ -28,7 +28,9 @@ REASONS = {
     "invalid_span_id": "invalid span_id (want 8 bytes, not all zero)",
     "invalid_parent_span_id": "invalid parent_span_id (want 8 bytes or empty)",
     "span_too_large": "span larger than the span log's message limit",
+    "invalid_timestamp": "timestamp past 2262 (over 2**63 ns; the store's DateTime64(9) cannot hold it)",
 }
+_MAX_TIME_NS = 2**63 - 1
 
 Entry = tuple[int, int, bytes, bytes]  # (resource index, scope index, length-prefixed tag, span bytes)
 
@@ -41,6 +43,10 @@ def varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_PREFIX_TABLE_SIZE = 1 << 14  # spans up to 16 KiB (almost all) take their field prefix from a table
+_SPAN_PREFIXES = [_TAG_2 + varint(size) for size in range(_PREFIX_TABLE_SIZE)]
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
@@ -88,6 +94,11 @@ def invalid_reason(span: Span) -> str:
         return "invalid_span_id"
     if parent and len(parent) != 8:
         return "invalid_parent_span_id"
+    # The pipeline would dead-letter these after we acknowledged them: refuse them here instead.
+    if span.start_time_unix_nano > _MAX_TIME_NS or span.end_time_unix_nano > _MAX_TIME_NS or any(
+        event.time_unix_nano > _MAX_TIME_NS for event in span.events
+    ):
+        return "invalid_timestamp"
     return ""
 
 
@@ -108,7 +119,8 @@ def split_by_trace(request: ExportTraceServiceRequest, max_message_bytes: int) -
                     result.reject(reason)
                     continue
                 data = span.SerializeToString()
-                prefix = _TAG_2 + varint(len(data))
+                size = len(data)
+                prefix = _SPAN_PREFIXES[size] if size < _PREFIX_TABLE_SIZE else _TAG_2 + varint(size)
                 if len(prefix) + len(data) > budget:
                     result.reject("span_too_large")
                     continue

@@ -64,6 +64,15 @@ def test_invalid_ids_are_rejected_individually():
     assert "2 spans rejected: invalid trace_id" in result.error_message
 
 
+def test_timestamps_past_2262_are_rejected():
+    request = make_request(spans=3, per_trace=1)
+    spans = spans_of(request)
+    spans[0].end_time_unix_nano = 2**63
+    spans[1].events.add(time_unix_nano=2**64 - 1, name="late")
+    result = split_by_trace(request, 1_000_000)
+    assert (result.accepted, result.rejected, result.errors) == (1, 2, {"invalid_timestamp": 2})
+
+
 def test_span_above_the_message_limit_is_rejected():
     request = make_request(spans=2, per_trace=1)
     spans_of(request)[0].attributes.add(key="big").value.string_value = "x" * 5000
