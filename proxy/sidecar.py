@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from opentelemetry.trace import TracerProvider
+from opentelemetry import trace
 
 from gatewatch.errors import GatewatchError
 from gatewatch.settings import Settings
@@ -33,7 +33,8 @@ from proxy.server import HttpServer
 from proxy.sidecar_config import SidecarConfig
 from proxy.sidecar_registry import Upstream, apply_decisions, build_registry, endpoint_of
 from proxy.sidecar_routing import LocalRoute, OutboundRoute
-from proxy.sidecar_tracing import ClientSpan, ServerSpan, sidecar_tracer
+from proxy.sidecar_tracing import INSTRUMENTATION, ClientSpan
+from proxy.tracing import TracingPolicy, make_tracer_provider
 from proxy.upstream import Cluster, UpstreamCaller
 
 log = logging.getLogger(__name__)
@@ -44,13 +45,14 @@ class SidecarService:
 
     def __init__(
         self, config: SidecarConfig, settings: Settings, decisions: DecisionStore | None = None,
-        tracer_provider: TracerProvider | None = None, decisions_file: Path | None = None,
+        tracer_provider: trace.TracerProvider | None = None, decisions_file: Path | None = None,
     ) -> None:
         self.name = f"sidecar[{config.service}]"
         self.config = config
         self.settings = settings
         self.decisions = decisions if decisions is not None else DecisionStore()  # an empty store is falsy
         self._tracer_provider = tracer_provider
+        self._own_provider: Any = None  # the provider this sidecar created (and shuts down)
         self._decisions_file = decisions_file
         client_tls = mtls.client_context(config.tls.files()) if config.tls.enabled else None
         self._server_tls = mtls.server_context(config.tls.files()) if config.tls.enabled else None
@@ -117,12 +119,12 @@ class SidecarService:
         ready.set_result(None)
 
     async def _serve(self) -> None:
-        tracer = sidecar_tracer(self.config.service, self._tracer_provider)
+        tracer = self._tracer()
         host = self.settings.host
         local_caller, remote_caller = UpstreamCaller(), UpstreamCaller(add_forwarded=False)
         self._callers = [local_caller, remote_caller]
         inbound: list[Policy] = [
-            ServerSpan(tracer),
+            TracingPolicy(tracer, lambda exchange: None),
             InboundIdentity(mtls.AllowList(self.config.inbound.allow), self.config.tls.enabled,
                             self.config.tls.trust_domain),
             LocalRoute(Cluster(self.config.service, [endpoint_of(self.config.inbound.forward_to)])),
@@ -141,6 +143,15 @@ class SidecarService:
             await server.start()
         self._follow_decisions()
 
+    def _tracer(self) -> trace.Tracer:
+        """Spans go to the given provider, else to one of our own (service.name = this service)."""
+        provider = self._tracer_provider
+        if provider is None and self.config.tracing.enabled:
+            provider = self._own_provider = make_tracer_provider(
+                self.config.service, self.settings.collector_endpoint, self.config.tracing.sample_ratio,
+            )
+        return (provider or trace.get_tracer_provider()).get_tracer(INSTRUMENTATION)
+
     def _follow_decisions(self) -> None:
         loop = asyncio.get_running_loop()
         # The store may be updated from another thread (embedded mode, tests): apply on our loop.
@@ -156,6 +167,8 @@ class SidecarService:
         await asyncio.gather(*(server.stop(timeout_s) for server in self._servers), return_exceptions=True)
         for caller in self._callers:
             caller.close()
+        if self._own_provider is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._own_provider.shutdown)
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, func: Callable[..., Any], *args: Any) -> None:

@@ -9,6 +9,7 @@ services:                      # registry: name -> endpoints (the callee sidecar
   payment: {endpoints: ["127.0.0.1:15016"], retry: {max_retries: 1}}
 breaker: {consecutive_failures: 7}   # defaults for every service; per-service blocks override
 retry: {max_retries: 2, deadline_s: 10}
+tracing: {enabled: true, sample_ratio: 1.0}
 ```
 `tls.enabled` must be given explicitly: plain HTTP between sidecars is for local development only.
 Relative paths are resolved against the config file's directory.
@@ -83,6 +84,13 @@ class TlsConfig(_Model):
         return TlsFiles(self.ca, self.cert, self.key)
 
 
+class SidecarTracing(_Model):
+    """Span export (OTLP/HTTP to GATEWATCH_OTLP_ENDPOINT); spans name the sidecar's service."""
+
+    enabled: bool = True
+    sample_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 1.0
+
+
 class UpstreamService(_Model):
     """One entry of the registry: where a service's sidecars listen, and optional policy overrides."""
 
@@ -106,6 +114,7 @@ class SidecarConfig(_Model):
     services: dict[str, UpstreamService] = Field(default_factory=dict)
     breaker: BreakerConfig = BreakerConfig()
     retry: RetryConfig = RetryConfig()
+    tracing: SidecarTracing = SidecarTracing()
     max_body_bytes: int = Field(1 << 20, ge=0)  # requests buffered up to this size can be retried
 
     @field_validator("service")

@@ -137,7 +137,7 @@ def test_retry_recovers_from_one_failing_endpoint(settings: Settings) -> None:
         running_backend(status=503) as bad,
         running_backend() as good,
         running_sidecar("checkout", 1, settings, {"payment": [bad.port, good.port]},
-                        config={"retry": {"budget_min_per_s": 50}}) as sidecar,
+                        config={"retry": {"budget_min_per_s": 50}, "breaker": {"base_open_s": 60}}) as sidecar,
     ):
         results = [call(sidecar.outbound_port, "payment", method="PUT", content=b"body").status_code
                    for _ in range(20)]

@@ -103,6 +103,7 @@ def running_sidecar(service: str, forward_to: int, settings: Settings, services:
         "services": {
             name: {"endpoints": [f"127.0.0.1:{port}" for port in ports]} for name, ports in (services or {}).items()
         },
+        "tracing": {"enabled": False},
         **extra.pop("config", {}),
     }
     sidecar = SidecarService(parse_sidecar_config(raw), settings, **extra)
