@@ -19,6 +19,17 @@ def bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
     return addresses
 
 
+def accepts_connections(addresses: list[tuple[str, int]], timeout_s: float = 0.5) -> bool:
+    """True if any of the addresses accepts a TCP connection."""
+    for address in addresses:
+        try:
+            with socket.create_connection(address, timeout=timeout_s):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 class SpanLogReadiness:
     """Ready = (for Kafka) a broker accepts TCP connections and no write failed in the last moments.
 
@@ -50,7 +61,7 @@ class SpanLogReadiness:
         with self._lock:
             now = time.monotonic()
             if now - self._probed_at >= self._interval:
-                self._probe_ok = any(self._connects(address) for address in self._addresses)
+                self._probe_ok = accepts_connections(self._addresses)
                 self._probed_at = now
             return self._probe_ok
 
@@ -59,11 +70,3 @@ class SpanLogReadiness:
         failed_at = self._failed_at
         recent_failure = failed_at is not None and time.monotonic() - failed_at < self._failure_memory
         return self.reachable() and not recent_failure
-
-    @staticmethod
-    def _connects(address: tuple[str, int]) -> bool:
-        try:
-            with socket.create_connection(address, timeout=0.5):
-                return True
-        except OSError:
-            return False

@@ -10,7 +10,7 @@ from collector.http_app import OtlpHttpApp
 from collector.http_server import HttpServer
 from collector.ingest import IngestLimits, Ingestor
 from collector.metrics import CollectorMetrics
-from collector.readiness import SpanLogReadiness
+from collector.readiness import SpanLogReadiness, accepts_connections, bootstrap_addresses
 from gatewatch.errors import GatewatchError, SpanLogUnavailable
 from gatewatch.settings import Settings
 from gatewatch.spanlog import LogProducer, SpanLog, open_span_log
@@ -95,6 +95,8 @@ def _ensure_spans_topic(settings: Settings) -> None:
     """Create otlp_spans with the contract's partitioning if missing (not left to auto-creation)."""
     from kafka.errors import KafkaError
 
+    if not accepts_connections(bootstrap_addresses(settings.kafka), timeout_s=2.0):
+        raise SpanLogUnavailable(f"no Kafka broker accepts connections at {settings.kafka}: check GATEWATCH_KAFKA")
     try:
         ensure_topics(settings.kafka, [spec for spec in topic_specs(settings) if spec.name == settings.spans_topic])
     except KafkaError as exc:
