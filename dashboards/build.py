@@ -86,6 +86,8 @@ def panel_builder(spec: PanelSpec) -> Any:
     builder = builder.with_target(cast(Any, ClickHouseQuery(spec.sql, spec.query_type)))
     if spec.description:
         builder = builder.description(spec.description)
+    if spec.min_interval:
+        builder = builder.interval(spec.min_interval)
     if spec.unit and hasattr(builder, "unit"):
         builder = builder.unit(spec.unit)
     return builder

@@ -70,6 +70,14 @@ class QueryContext:
     variables: Mapping[str, VariableValue]
 
 
+def parse_interval(text: str) -> int:
+    """Seconds of a Grafana interval such as `30s`, `1m`, `2h`, `1d` (empty: 0)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text or "0")
+    if not match:
+        raise MacroError(f"interval {text!r}: use a number and s, m, h or d")
+    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
 def auto_interval(time_range: TimeRange, max_points: int = 120, min_interval_s: int = 1) -> int:
     """Grafana's $__interval: range / max data points, rounded up to a nice step, in seconds."""
     raw = max(time_range.seconds / max(max_points, 1), min_interval_s)

@@ -34,6 +34,7 @@ class Panel:
     w: int
     h: int
     description: str = ""
+    min_interval: str = ""
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def _panel(raw: dict[str, Any]) -> Panel:
         id=int(raw.get("id", 0)), title=raw.get("title", ""), type=raw.get("type", ""), targets=targets,
         unit=raw.get("fieldConfig", {}).get("defaults", {}).get("unit", ""),
         x=int(grid.get("x", 0)), y=int(grid.get("y", 0)), w=int(grid.get("w", 12)), h=int(grid.get("h", 8)),
-        description=raw.get("description", ""),
+        description=raw.get("description", ""), min_interval=str(raw.get("interval") or ""),
     )
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from dashboards.macros import ALL, QueryContext, TimeRange, VariableValue, auto_interval, expand
+from dashboards.macros import ALL, QueryContext, TimeRange, VariableValue, auto_interval, expand, parse_interval
 from dashboards.model import Annotation, Dashboard, Panel
 from gatewatch.errors import GatewatchError
 from gatewatch.store import first_line
@@ -129,6 +129,8 @@ def run_panel(client: Client, panel: Panel, ctx: QueryContext) -> PanelResult:
         return PanelResult(panel, "", error="panel has no SQL query")
     sql = ""
     try:
+        # A panel's min interval (e.g. 1m over per-minute rollups) raises the dashboard's auto interval.
+        ctx = replace(ctx, interval_s=max(ctx.interval_s, parse_interval(panel.min_interval)))
         sql = expand(panel.targets[0].raw_sql, ctx)
         return PanelResult(panel, sql, frame=run_sql(client, sql))
     except GatewatchError as exc:

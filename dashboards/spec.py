@@ -30,6 +30,12 @@ CALLEE = "SpanAttributes['peer.service']"
 EDGE_CALL = f"SpanKind = 'Client' AND {CALLEE} != ''"
 SERVICE_FILTER = f"$__conditionalAll((ServiceName IN (${{service:singlequote}}) OR {CALLEE} IN (${{service:singlequote}})), $service)"
 IS_ERROR = "StatusCode = 'Error'"
+# Per-minute rollups (pipelines/migrations/0002): panels reading them get a 1m minimum interval.
+TRAFFIC_1M = "${database}.traffic_1m"
+EDGES_1M = "${database}.edges_1m"
+ROLLUP_EDGE = "ServiceName = '${gateway_service}'"
+ROLLUP_ROUTE_FILTER = "$__conditionalAll(Route IN (${route:singlequote}), $route)"
+ROLLUP_SERVICE_FILTER = "$__conditionalAll((Caller IN (${service:singlequote}) OR Callee IN (${service:singlequote})), $service)"
 MS = "Duration / 1e6"
 
 
@@ -45,6 +51,7 @@ class PanelSpec:
     description: str = ""
     width: int = 12
     height: int = 8
+    min_interval: str = ""  # Grafana's panel "Min interval", e.g. 1m for per-minute rollups
 
     @property
     def query_type(self) -> str:
@@ -125,10 +132,10 @@ TRAFFIC = DashboardSpec(
     panels=(
         PanelSpec(
             "Requests/s by route and status class", "timeseries",
-            f"SELECT $__timeInterval(Timestamp) AS time, concat({ROUTE}, ' ', substring(SpanAttributes['http.response.status_code'], 1, 1), 'xx') AS series, "
-            f"count() / $__interval_s AS rps FROM {TRACES} "
-            f"WHERE $__timeFilter(Timestamp) AND {EDGE} AND {ROUTE_FILTER} GROUP BY time, series ORDER BY time",
-            ("time", "series", "rps"), unit="reqps", width=16,
+            f"SELECT $__timeInterval(Minute) AS time, concat(Route, ' ', StatusClass) AS series, "
+            f"sum(Requests) / $__interval_s AS rps FROM {TRAFFIC_1M} "
+            f"WHERE $__timeFilter(Minute) AND {ROLLUP_EDGE} AND {ROLLUP_ROUTE_FILTER} GROUP BY time, series ORDER BY time",
+            ("time", "series", "rps"), unit="reqps", width=16, min_interval="1m",
         ),
         PanelSpec(
             "Auth and rate-limit answers (share of requests)", "stat",
@@ -154,17 +161,19 @@ TRAFFIC = DashboardSpec(
         ),
         PanelSpec(
             "Top clients", "barchart",
-            f"SELECT {CLIENT} AS client, count() AS requests, countIf({STATUS} >= 400) AS rejected "
-            f"FROM {TRACES} WHERE $__timeFilter(Timestamp) AND {EDGE} AND {ROUTE_FILTER} AND {CLIENT} != '' "
+            f"SELECT ClientKey AS client, sum(Requests) AS requests, sumIf(Requests, StatusClass IN ('4xx', '5xx')) AS rejected "
+            f"FROM {TRAFFIC_1M} WHERE $__timeFilter(Minute) AND {ROLLUP_EDGE} AND {ROLLUP_ROUTE_FILTER} AND ClientKey != '' "
             f"GROUP BY client ORDER BY requests DESC LIMIT 10",
-            ("client", "requests", "rejected"),
+            ("client", "requests", "rejected"), min_interval="1m",
         ),
         PanelSpec(
             "Routes", "table",
-            f"SELECT {ROUTE} AS route, count() AS requests, round(countIf({STATUS} >= 500) / count(), 4) AS error_share, "
-            f"round(quantile(0.95)({MS}), 1) AS p95_ms, uniqExact({CLIENT}) AS clients FROM {TRACES} "
-            f"WHERE $__timeFilter(Timestamp) AND {EDGE} AND {ROUTE_FILTER} GROUP BY route ORDER BY requests DESC LIMIT 50",
-            ("route", "requests", "error_share", "p95_ms", "clients"),
+            f"SELECT Route AS route, sum(Requests) AS requests, round(sum(Errors) / sum(Requests), 4) AS error_share, "
+            f"round(quantilesTDigestMerge(0.5, 0.9, 0.99)(Latency)[2] / 1e6, 1) AS p90_ms, "
+            f"round(quantilesTDigestMerge(0.5, 0.9, 0.99)(Latency)[3] / 1e6, 1) AS p99_ms, uniqExact(ClientKey) AS clients "
+            f"FROM {TRAFFIC_1M} WHERE $__timeFilter(Minute) AND {ROLLUP_EDGE} AND {ROLLUP_ROUTE_FILTER} "
+            f"GROUP BY route ORDER BY requests DESC LIMIT 50",
+            ("route", "requests", "error_share", "p90_ms", "p99_ms", "clients"), min_interval="1m",
         ),
     ),
 )
@@ -178,26 +187,26 @@ EDGES = DashboardSpec(
     panels=(
         PanelSpec(
             "Edges", "table",
-            f"SELECT ServiceName AS caller, {CALLEE} AS callee, count() AS calls, countIf({IS_ERROR}) AS errors, "
-            f"round(countIf({IS_ERROR}) / count(), 4) AS error_rate, round(quantile(0.5)({MS}), 1) AS p50_ms, "
-            f"round(quantile(0.95)({MS}), 1) AS p95_ms FROM {TRACES} "
-            f"WHERE $__timeFilter(Timestamp) AND {EDGE_CALL} AND {SERVICE_FILTER} "
-            f"GROUP BY caller, callee ORDER BY calls DESC LIMIT 100",
-            ("caller", "callee", "calls", "errors", "error_rate", "p50_ms", "p95_ms"), width=24,
+            f"SELECT Caller AS caller, Callee AS callee, sum(Calls) AS calls, sum(Errors) AS errors, "
+            f"round(sum(Errors) / sum(Calls), 4) AS error_rate, "
+            f"round(quantilesTDigestMerge(0.5, 0.9, 0.99)(Latency)[1] / 1e6, 1) AS p50_ms, "
+            f"round(quantilesTDigestMerge(0.5, 0.9, 0.99)(Latency)[3] / 1e6, 1) AS p99_ms FROM {EDGES_1M} "
+            f"WHERE $__timeFilter(Minute) AND {ROLLUP_SERVICE_FILTER} GROUP BY caller, callee ORDER BY calls DESC LIMIT 100",
+            ("caller", "callee", "calls", "errors", "error_rate", "p50_ms", "p99_ms"), width=24, min_interval="1m",
         ),
         PanelSpec(
             "Calls/s per edge", "timeseries",
-            f"SELECT $__timeInterval(Timestamp) AS time, concat(ServiceName, ' -> ', {CALLEE}) AS edge, "
-            f"count() / $__interval_s AS calls FROM {TRACES} "
-            f"WHERE $__timeFilter(Timestamp) AND {EDGE_CALL} AND {SERVICE_FILTER} GROUP BY time, edge ORDER BY time",
-            ("time", "edge", "calls"), unit="reqps",
+            f"SELECT $__timeInterval(Minute) AS time, concat(Caller, ' -> ', Callee) AS edge, "
+            f"sum(Calls) / $__interval_s AS calls FROM {EDGES_1M} "
+            f"WHERE $__timeFilter(Minute) AND {ROLLUP_SERVICE_FILTER} GROUP BY time, edge ORDER BY time",
+            ("time", "edge", "calls"), unit="reqps", min_interval="1m",
         ),
         PanelSpec(
             "Error rate per edge", "timeseries",
-            f"SELECT $__timeInterval(Timestamp) AS time, concat(ServiceName, ' -> ', {CALLEE}) AS edge, "
-            f"countIf({IS_ERROR}) / count() AS error_rate FROM {TRACES} "
-            f"WHERE $__timeFilter(Timestamp) AND {EDGE_CALL} AND {SERVICE_FILTER} GROUP BY time, edge ORDER BY time",
-            ("time", "edge", "error_rate"), unit="percentunit",
+            f"SELECT $__timeInterval(Minute) AS time, concat(Caller, ' -> ', Callee) AS edge, "
+            f"sum(Errors) / sum(Calls) AS error_rate FROM {EDGES_1M} "
+            f"WHERE $__timeFilter(Minute) AND {ROLLUP_SERVICE_FILTER} GROUP BY time, edge ORDER BY time",
+            ("time", "edge", "error_rate"), unit="percentunit", min_interval="1m",
         ),
         PanelSpec(
             "p95 latency per edge", "timeseries",

@@ -1,5 +1,5 @@
 """A short simulated scenario for the dashboard tests: OTel SDK spans, encoded as OTLP (the span-log
-contract), written by the pipeline's own decoder; decisions, alerts and ground truth by their sinks.
+contract), stored by the real PipelineService; decisions, alerts and ground truth by their sinks.
 
 Traffic: humans browse the shop through the gateway, a scraper bot hammers one route and gets
 limited, a credential stuffer gets 401s, and checkout -> payment fails for a while (breaker opens).
@@ -8,6 +8,7 @@ limited, a credential stuffer gets 401s, and checkout -> payment fails for a whi
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -125,18 +126,24 @@ def otlp_messages(spans: list[ReadableSpan], per_message: int = 200) -> list[byt
     return [encode_spans(spans[i:i + per_message]).SerializeToString() for i in range(0, len(spans), per_message)]
 
 
-def write_spans(client: Client, settings: Settings, messages: list[bytes]) -> int:
-    """Store OTLP messages in otel_traces with the pipeline's decoder and Native columns."""
-    from pipelines.columns import SpanColumns
-    from pipelines.decode import decode_into
+def write_spans(client: Client, settings: Settings, messages: list[bytes], spans: int, timeout_s: float = 90) -> None:
+    """Put OTLP messages on the span log and let the real PipelineService store them."""
+    from gatewatch.spanlog import EmbeddedLog, Message
+    from pipelines.service import PipelineService
 
-    written = 0
-    for data in messages:
-        columns = SpanColumns()
-        written += decode_into(data, columns)
-        names, payload = columns.native()
-        client.raw_insert(f"{settings.database}.otel_traces", names, insert_block=payload, fmt="Native")
-    return written
+    log = EmbeddedLog()
+    log.producer(settings.spans_topic).send([Message(value) for value in messages])
+    service = PipelineService(settings, log, client, metrics_port=None)
+    service.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if client.command(f"SELECT count() FROM {settings.database}.otel_traces") >= spans:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"the pipeline did not store {spans} spans in {timeout_s}s")
+    finally:
+        service.stop()
 
 
 def write_detector_output(client: Client, settings: Settings, window: ScenarioWindow) -> None:
@@ -193,7 +200,8 @@ def fill_store(client: Client, settings: Settings, minutes: int = 6) -> Scenario
     """Run the whole scenario into the store; it ends one minute before now."""
     end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
     window = ScenarioWindow(end - timedelta(minutes=minutes), end)
-    write_spans(client, settings, otlp_messages(generate_spans(window.start, minutes)))
+    spans = generate_spans(window.start, minutes)
+    write_spans(client, settings, otlp_messages(spans), len(spans))
     write_detector_output(client, settings, window)
     return window
 
