@@ -48,6 +48,8 @@ def upstream_request_headers(exchange: Exchange, add_forwarded: bool = True) -> 
             kept.append(("x-forwarded-host", request.host))
         items = kept
     if request.content_length is not None:
+        # Replace the received field: forwarding it and appending ours sent two (strict servers reject that).
+        items = [item for item in items if item[0] != "content-length"]
         items.append(("content-length", str(request.content_length)))
     return Headers.trusted(items)
 
