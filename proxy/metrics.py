@@ -40,6 +40,7 @@ class GatewayMetrics:
             "gatewatch_gateway_config_reloads", "Config reload attempts", ["result"], registry=registry,
         )
         self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._counters: dict[tuple[int, tuple[str, ...]], Counter] = {}
 
     def observe(self, exchange: Exchange, status: int, seconds: float) -> None:
         """Count one finished request."""
@@ -55,8 +56,14 @@ class GatewayMetrics:
         children[1].observe(seconds)
 
     def count(self, counter: Counter, *labels: str) -> None:
-        """Increment a labelled counter."""
-        counter.labels(*labels).inc()
+        """Increment a labelled counter (children cached: `labels()` takes a lock and builds a key)."""
+        key = (id(counter), labels)
+        child = self._counters.get(key)
+        if child is None:
+            if len(self._counters) > 10_000:
+                self._counters.clear()
+            child = self._counters[key] = counter.labels(*labels)
+        child.inc()
 
 
 class MetricsPolicy:

@@ -85,7 +85,10 @@ class Headers:
         return self._items
 
     def __contains__(self, name: object) -> bool:
-        return any(key == name for key, _ in self._items)
+        for key, _ in self._items:  # noqa: SIM110 - a plain loop is faster; runs several times per request
+            if key == name:
+                return True
+        return False
 
     def __len__(self) -> int:
         return len(self._items)
