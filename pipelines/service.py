@@ -68,6 +68,7 @@ class PipelineService:
         if settings.kafka:
             try:
                 ensure_topics(settings.kafka, topic_specs(settings))
+                _wait_for_partitions(settings.kafka, settings.spans_topic)
             except Exception as exc:
                 raise GatewatchError(f"cannot create Kafka topics at {settings.kafka}: {exc}") from None
         span_log = self._span_log or open_span_log(settings)
@@ -132,3 +133,18 @@ def _crash_hook() -> Callable[[], None] | None:
             os._exit(75)
 
     return crash
+
+
+def _wait_for_partitions(bootstrap: str, topic: str, timeout_s: float = 15.0) -> None:
+    """Wait until the brokers report the topic's partitions: a group joined earlier gets none."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not consumer.partitions_for_topic(topic):
+            if time.monotonic() > deadline:
+                raise GatewatchError(f"Kafka topic {topic} has no partitions after {timeout_s:.0f}s")
+            time.sleep(0.1)
+    finally:
+        consumer.close()
