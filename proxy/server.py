@@ -22,6 +22,7 @@ from typing import cast
 
 import httptools
 
+from proxy.flow import WriteFlow
 from proxy.policy import (
     BodyTooLarge,
     CallNext,
@@ -124,7 +125,7 @@ class RequestBody:
         self.finish(ClientTimeout("client sent the request body too slowly"))
 
 
-class HttpServerProtocol(asyncio.Protocol):
+class HttpServerProtocol(WriteFlow):
     """One client connection."""
 
     def __init__(self, server: HttpServer) -> None:
@@ -153,8 +154,6 @@ class HttpServerProtocol(asyncio.Protocol):
         self.broken = False  # a parse error while a request was in flight: close after its answer
         self.timer: asyncio.TimerHandle | None = None
         self.read_paused = False
-        self.write_paused = False
-        self.drain_waiter: asyncio.Future[None] | None = None
 
     # connection lifecycle
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -180,12 +179,8 @@ class HttpServerProtocol(asyncio.Protocol):
             self.body.finish(ClientGone("client closed the connection"))
         self._wake_drain()
 
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self._wake_drain()
+    def connection_ended(self) -> bool:
+        return self.closing
 
     def pause_reading(self) -> None:
         if not self.read_paused and self.transport is not None and not self.closing:
@@ -373,7 +368,7 @@ class HttpServerProtocol(asyncio.Protocol):
                 if chunk:
                     self._write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
                     if self.write_paused:
-                        await self._drain()
+                        await self.wait_writable()
             if chunked:
                 self._write(b"0\r\n\r\n")
         except ProxyError:
@@ -386,15 +381,6 @@ class HttpServerProtocol(asyncio.Protocol):
             if closer is not None:
                 await closer()
         return keep_alive
-
-    async def _drain(self) -> None:
-        while self.write_paused and not self.closing:
-            self.drain_waiter = self.loop.create_future()
-            await self.drain_waiter
-
-    def _wake_drain(self) -> None:
-        if self.drain_waiter is not None and not self.drain_waiter.done():
-            self.drain_waiter.set_result(None)
 
     def _write(self, data: bytes | bytearray) -> None:
         if self.transport is not None and not self.closing:

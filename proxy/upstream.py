@@ -17,6 +17,7 @@ from typing import cast
 
 import httptools
 
+from proxy.flow import WriteFlow
 from proxy.headers import response_headers_from_upstream, upstream_request_headers
 from proxy.policy import (
     Exchange,
@@ -97,7 +98,7 @@ class Cluster:
         return i is None or self._ejected_until[i] <= time.monotonic()
 
 
-class _UpstreamProtocol(asyncio.Protocol):
+class _UpstreamProtocol(WriteFlow):
     """One upstream connection: parses responses with httptools, queues body chunks."""
 
     def __init__(self, pool: ConnectionPool, endpoint: Endpoint) -> None:
@@ -114,8 +115,6 @@ class _UpstreamProtocol(asyncio.Protocol):
         self.complete = False
         self.error: BaseException | None = None
         self.waiter: asyncio.Future[None] | None = None
-        self.drain_waiter: asyncio.Future[None] | None = None
-        self.write_paused = False
         self.read_paused = False
         self.keep_alive = True
         self.head = False
@@ -141,12 +140,8 @@ class _UpstreamProtocol(asyncio.Protocol):
             self._fail(UpstreamConnectError("upstream closed the connection"))
         self._wake_drain()
 
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self._wake_drain()
+    def connection_ended(self) -> bool:
+        return self.closed
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -196,11 +191,6 @@ class _UpstreamProtocol(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _wake_drain(self) -> None:
-        waiter = self.drain_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     def reset(self, head: bool) -> None:
         """Prepare for the next request on this connection."""
         self.status = 0
@@ -214,9 +204,7 @@ class _UpstreamProtocol(asyncio.Protocol):
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
-        while self.write_paused and not self.closed:
-            self.drain_waiter = asyncio.get_running_loop().create_future()
-            await self.drain_waiter
+        await self.wait_writable()
         if self.closed:
             raise UpstreamConnectError("upstream closed the connection while sending the request")
 
