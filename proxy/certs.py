@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gatewatch.errors import ConfigError
+from proxy.spiffe import DEFAULT_TRUST_DOMAIN, check_service_name, spiffe_id
 
-DEFAULT_TRUST_DOMAIN = "gatewatch.local"
+__all__ = ["DEFAULT_TRUST_DOMAIN", "IssuedCert", "init_ca", "issue", "load_ca", "spiffe_id", "trust_domain_of"]
+
 CA_CERT, CA_KEY = "ca.pem", "ca.key"
-SERVICE_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 TRUST_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 
 
@@ -34,18 +35,6 @@ class IssuedCert:
 
     cert: Path
     key: Path
-
-
-def spiffe_id(service: str, trust_domain: str = DEFAULT_TRUST_DOMAIN) -> str:
-    """The URI SAN that names `service` in `trust_domain`."""
-    return f"spiffe://{trust_domain}/{service}"
-
-
-def check_service_name(service: str) -> str:
-    """Return `service` if it is a valid identity (lowercase DNS-label-like), else raise ConfigError."""
-    if not SERVICE_NAME.match(service):
-        raise ConfigError(f"service name {service!r}: use lowercase letters, digits, '.', '_' or '-' (max 63)")
-    return service
 
 
 def init_ca(directory: Path, trust_domain: str = DEFAULT_TRUST_DOMAIN, days: int = 3650,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gatewatch.errors import ConfigError
-from proxy.certs import DEFAULT_TRUST_DOMAIN
+from proxy.spiffe import DEFAULT_TRUST_DOMAIN
 
 PeerCert = Mapping[str, Any]
 

@@ -24,7 +24,6 @@ from gatewatch.errors import GatewatchError
 from gatewatch.settings import Settings
 from proxy import mtls
 from proxy.circuit import BreakerPolicy
-from proxy.controlplane import decision_source
 from proxy.decisionstore import DecisionStore
 from proxy.identity import InboundIdentity
 from proxy.policy import Policy, build_chain
@@ -157,6 +156,10 @@ class SidecarService:
         # The store may be updated from another thread (embedded mode, tests): apply on our loop.
         self.decisions.subscribe(lambda store: _call_soon(loop, apply_decisions, self.registry, store))
         apply_decisions(self.registry, self.decisions)
+        if not (self.settings.control_plane_url or self._decisions_file):
+            return
+        from proxy.controlplane import decision_source  # imports httpx: ~20 MB we skip when unused
+
         source = decision_source(self.settings, self.decisions, self._decisions_file)
         if source is not None:
             self._tasks.append(loop.create_task(source.run()))

@@ -26,9 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gatewatch.errors import ConfigError
 from proxy.breaker import BreakerConfig
-from proxy.certs import DEFAULT_TRUST_DOMAIN, check_service_name
 from proxy.mtls import TlsFiles
 from proxy.retry import RetryConfig
+from proxy.spiffe import DEFAULT_TRUST_DOMAIN, check_service_name
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 
