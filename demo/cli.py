@@ -38,6 +38,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.verbose:  # the live panel is the output; per-request client logs would drown it
         quiet_logs()
     console = Console()
+    if not console.is_terminal:  # piped or logged: wide enough that the summary tables do not wrap
+        console = Console(width=120)
     result = DemoRun(settings_from_args(args), scenario, console, args.report).run()
     print_summary(console, result)
     if args.check and not (result.summary.bots_limited and result.summary.circuits_opened):

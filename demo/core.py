@@ -7,6 +7,7 @@ chDB and the embedded span log are per-process, so the stages that share them ru
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,8 +42,11 @@ class CoreService:
 
     name = "core"
 
-    def __init__(self, settings: Settings, span_log: SpanLog | None = None) -> None:
+    def __init__(
+        self, settings: Settings, span_log: SpanLog | None = None, detector_overrides: dict[str, Any] | None = None
+    ) -> None:
         self.settings = settings
+        self.detector_overrides = detector_overrides or {}
         self.span_log = span_log or open_span_log(settings)
         self.core = Core(settings)
         self._stack = Stack()
@@ -86,7 +90,16 @@ class CoreService:
             plane = self._run(plane_cls(self.settings))
             self.core.control_plane_url = str(getattr(plane, "url", ""))
         if detect_cls is not None:
-            self._run(detect_cls(self.settings, store=self.store))
+            self._run(detect_cls(self.settings, store=self.store, config=self._detector_config()))
+
+    def _detector_config(self) -> Any:
+        """The detectors' config with this run's overrides; GATEWATCH_DETECTORS_* set by the user still win."""
+        from detectors.config import DetectorConfig
+
+        given = {
+            k: v for k, v in self.detector_overrides.items() if f"GATEWATCH_DETECTORS_{k.upper()}" not in os.environ
+        }
+        return DetectorConfig(**given)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop what started, newest first (detectors before the pipeline before the collector)."""

@@ -226,7 +226,7 @@ class Human:
         """Click through the shop until the session ends or `until_s`."""
         client = ctx.client(self.address, self.user_agent)
         token: str | None = None
-        clicks = self.rng.randint(6, 16)
+        clicks = self.rng.randint(8, 22)
         await ctx.send(self.label, client, "GET", "/api/home")
         for _ in range(clicks):
             if ctx.elapsed() >= until_s:

@@ -30,6 +30,12 @@ from demo.topology import GATEWAY_SERVICE
 from gatewatch.errors import GatewatchError
 from gatewatch.settings import Settings
 
+# The demo lasts two minutes, so the detectors look at shorter windows than in production: the bot
+# model bootstraps on the first 30 s window, edges are judged on 20 s.
+DEMO_DETECTORS: dict[str, object] = {
+    "interval_s": 3.0, "client_window_s": 30, "min_client_requests": 8, "edge_current_s": 20,
+    "decision_ttl_s": 30.0,
+}
 EPHEMERAL_PORTS = ("collector_http_port", "collector_grpc_port", "pipeline_metrics_port", "gateway_port",
                    "gateway_admin_port", "control_plane_port")
 
@@ -82,7 +88,7 @@ class DemoRun:
         loop: LoopThread | None = None
         with sigterm_as_interrupt():
             try:
-                core = CoreService(self.settings)
+                core = CoreService(self.settings, detector_overrides=DEMO_DETECTORS)
                 self._phase("starting core")
                 stack.start(core)
                 plane = DataPlane(self.settings, self.settings.data_dir / "demo", self.scenario.seed, core.core)
