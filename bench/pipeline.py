@@ -1,0 +1,139 @@
+"""Pipeline throughput: spans/s (wall) and spans per CPU-second (per core) from Kafka into chDB.
+
+Stages measured separately to show where time goes: OTLP decode -> columns, columns -> Native bytes,
+the insert alone (chDB: parts, indexes, three materialized views), and the whole Kafka -> ClickHouse
+path through PipelineService. Baseline, same invocation: clickhouse-connect's generic column-oriented
+insert of the same spans (dict maps, LowCardinality built client-side) instead of our Native block.
+Spans are gateway-like with 10 span attributes. Set GATEWATCH_KAFKA for the end-to-end row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gatewatch.settings import Settings  # noqa: E402
+from gatewatch.spanlog import KafkaLog, Message  # noqa: E402
+from gatewatch.store import connect  # noqa: E402
+from gatewatch.topics import ensure_topics, topic_specs  # noqa: E402
+from pipelines.columns import INSERT_COLUMNS, SpanColumns  # noqa: E402
+from pipelines.decode import decode_into  # noqa: E402
+from pipelines.migrate import migrate  # noqa: E402
+from pipelines.service import PipelineService  # noqa: E402
+from pipelines.synthetic import synthetic_request  # noqa: E402
+from pipelines.writer import ClickHouseWriter  # noqa: E402
+
+SPANS_PER_MESSAGE = 500
+MESSAGES = int(os.environ.get("BENCH_PIPELINE_MESSAGES", "200"))  # 100k spans
+BATCH = 10_000
+RESULTS = Path(__file__).resolve().parent / "results" / "pipeline.json"
+
+
+def timed(spans: int, work: Callable[[], object]) -> dict[str, float]:
+    """Run `work` once; spans/s on the wall clock and per CPU-second of this process (all threads)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    work()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"spans": spans, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3),
+            "spans_per_s": round(spans / wall), "spans_per_cpu_s": round(spans / max(cpu, 1e-9))}
+
+
+def batches(messages: list[bytes]) -> list[SpanColumns]:
+    out, current = [], SpanColumns()
+    for message in messages:
+        decode_into(message, current)
+        if len(current) >= BATCH:
+            out.append(current)
+            current = SpanColumns()
+    return [*out, current] if len(current) else out
+
+
+def generic_rows(columns: SpanColumns) -> list[list]:
+    """The same batch as clickhouse-connect's generic insert wants it (column-oriented, dict maps)."""
+    def maps(column, rows: int) -> list[dict]:
+        offsets = [0, *column.offsets]
+        return [dict(zip(column.keys[offsets[i]:offsets[i + 1]], column.values[offsets[i]:offsets[i + 1]],
+                         strict=True)) for i in range(rows)]
+
+    n = len(columns)
+    empty: list[list] = [[] for _ in range(n)]
+    return [
+        list(columns.timestamps), columns.trace_ids, columns.span_ids, columns.parent_span_ids, columns.trace_states,
+        columns.span_names, columns.span_kinds, columns.service_names, maps(columns.resource_attributes, n),
+        columns.scope_names, columns.scope_versions, maps(columns.span_attributes, n), list(columns.durations),
+        columns.status_codes, columns.status_messages, empty, empty, empty, empty, empty, empty, empty,
+    ]
+
+
+def end_to_end(settings: Settings, messages: list[bytes], spans: int, store) -> dict[str, float]:
+    ensure_topics(settings.kafka, topic_specs(settings))
+    producer = KafkaLog(settings.kafka).producer(settings.spans_topic)
+    for start in range(0, len(messages), 50):
+        producer.send([Message(m, key=uuid.uuid4().bytes) for m in messages[start:start + 50]], timeout_s=60)
+    producer.close()
+    service = PipelineService(settings, store=store, metrics_port=None)
+
+    def run() -> None:
+        service.start()
+        deadline = time.monotonic() + 120
+        while service.metrics.rows_written._value.get() < spans and time.monotonic() < deadline:
+            time.sleep(0.02)
+        service.stop()
+
+    return timed(spans, run)
+
+
+def main() -> int:
+    messages = [synthetic_request(SPANS_PER_MESSAGE, seed) for seed in range(MESSAGES)]
+    spans = MESSAGES * SPANS_PER_MESSAGE
+    store_dir = tempfile.mkdtemp(prefix="gatewatch-bench-pipeline-")
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        kafka=os.environ.get("GATEWATCH_KAFKA", ""), clickhouse=f"chdb://{store_dir}", database=f"bench_{tag}",
+        spans_topic=f"bench_spans_{tag}", dlq_topic=f"bench_spans_{tag}.dlq", pipeline_group=f"bench-{tag}",
+        pipeline_batch_rows=BATCH,
+    )
+    store = connect(settings.clickhouse)
+    migrate(store, settings)
+    results: dict[str, dict[str, float]] = {}
+    decoded: list[SpanColumns] = []
+    results["decode (OTLP -> columns)"] = timed(spans, lambda: decoded.extend(batches(messages)))
+    payloads: list[tuple[list[str], bytes]] = []
+    results["encode (columns -> Native)"] = timed(spans, lambda: payloads.extend(c.native() for c in decoded))
+    writer = ClickHouseWriter(store, settings.database)
+    results["insert only (Native, ours)"] = timed(
+        spans, lambda: [writer.write(c, f"bench/{i}") for i, c in enumerate(decoded)]
+    )
+    rows = [generic_rows(c) for c in decoded]
+    results["baseline: generic insert"] = timed(spans, lambda: [
+        store.insert(f"{settings.database}.otel_traces", r, column_names=list(INSERT_COLUMNS), column_oriented=True)
+        for r in rows
+    ])
+    results["decode + encode + insert"] = {
+        "spans": spans,
+        "spans_per_cpu_s": round(spans / sum(results[k]["cpu_s"] for k in list(results)[:3])),
+        "spans_per_s": round(spans / sum(results[k]["wall_s"] for k in list(results)[:3])),
+    }
+    if settings.kafka:
+        e2e_settings = settings.model_copy(update={"database": f"bench_e2e_{tag}"})
+        results["Kafka -> pipeline -> chDB"] = end_to_end(e2e_settings, messages, spans, store)
+    print(f"pipeline benchmark: {spans} spans, {SPANS_PER_MESSAGE} per message, 10 attributes per span, "
+          f"batches of {BATCH}, {os.cpu_count()} CPUs (shared)")
+    print(f"{'stage':32} {'spans/s (wall)':>15} {'spans/CPU-s':>13}")
+    for name, row in results.items():
+        print(f"{name:32} {row['spans_per_s']:>15,} {row['spans_per_cpu_s']:>13,}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"spans": spans, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
