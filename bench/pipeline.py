@@ -20,16 +20,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gatewatch.settings import Settings  # noqa: E402
-from gatewatch.spanlog import KafkaLog, Message  # noqa: E402
-from gatewatch.store import connect  # noqa: E402
-from gatewatch.topics import ensure_topics, topic_specs  # noqa: E402
-from pipelines.columns import INSERT_COLUMNS, SpanColumns  # noqa: E402
-from pipelines.decode import decode_into  # noqa: E402
-from pipelines.migrate import migrate  # noqa: E402
-from pipelines.service import PipelineService  # noqa: E402
-from pipelines.synthetic import synthetic_request  # noqa: E402
-from pipelines.writer import ClickHouseWriter  # noqa: E402
+from gatewatch.settings import Settings
+from gatewatch.spanlog import KafkaLog, Message
+from gatewatch.store import connect
+from gatewatch.topics import ensure_topics, topic_specs
+from pipelines.columns import INSERT_COLUMNS, SpanColumns
+from pipelines.decode import decode_into
+from pipelines.migrate import migrate
+from pipelines.service import PipelineService
+from pipelines.synthetic import synthetic_request
+from pipelines.writer import ClickHouseWriter
 
 SPANS_PER_MESSAGE = 500
 MESSAGES = int(os.environ.get("BENCH_PIPELINE_MESSAGES", "200"))  # 100k spans
