@@ -52,7 +52,7 @@ class SidecarService:
         self.decisions = decisions if decisions is not None else DecisionStore()  # an empty store is falsy
         self._tracer_provider = tracer_provider
         self._own_provider: Any = None  # the provider this sidecar created (and shuts down)
-        self._decisions_file = decisions_file
+        self._decisions_file = decisions_file or config.decisions_file
         client_tls = mtls.client_context(config.tls.files()) if config.tls.enabled else None
         self._server_tls = mtls.server_context(config.tls.files()) if config.tls.enabled else None
         self.registry: dict[str, Upstream] = build_registry(config, client_tls)

@@ -10,6 +10,7 @@ services:                      # registry: name -> endpoints (the callee sidecar
 breaker: {consecutive_failures: 7}   # defaults for every service; per-service blocks override
 retry: {max_retries: 2, deadline_s: 10}
 tracing: {enabled: true, sample_ratio: 1.0}
+decisions_file: decisions.json      # optional; the control plane (GATEWATCH_CONTROL_PLANE_URL) wins
 ```
 `tls.enabled` must be given explicitly: plain HTTP between sidecars is for local development only.
 Relative paths are resolved against the config file's directory.
@@ -115,6 +116,7 @@ class SidecarConfig(_Model):
     breaker: BreakerConfig = BreakerConfig()
     retry: RetryConfig = RetryConfig()
     tracing: SidecarTracing = SidecarTracing()
+    decisions_file: Path | None = None  # used when no control plane URL is set (GATEWATCH_CONTROL_PLANE_URL)
     max_body_bytes: int = Field(1 << 20, ge=0)  # requests buffered up to this size can be retried
 
     @field_validator("service")
@@ -184,6 +186,8 @@ def parse_sidecar_config(raw: dict[str, Any], source: str = "sidecar config") ->
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    if isinstance(raw.get("decisions_file"), str):
+        raw["decisions_file"] = str((base / raw["decisions_file"]).resolve())
     tls = raw.get("tls")
     if isinstance(tls, dict):
         for name in ("ca", "cert", "key"):
