@@ -25,7 +25,7 @@ from tests.collector_helpers import make_request, read_messages, spans_of
 from tests.conftest import unique
 from tests.test_collector_receivers import PROTOBUF, grpc_export
 
-RETRY_AFTER_S = 8  # long enough that the exporters' 6 attempts outlast a broker restart
+RETRY_AFTER_S = 12  # the exporters make 6 attempts: 5 waits of 12 s outlast a broker restart on a busy machine
 
 
 def finished_spans(count: int) -> list[ReadableSpan]:
@@ -71,14 +71,14 @@ def test_broker_outage_gets_503_and_retries_deliver_everything(settings: Setting
         http_spans, grpc_spans = finished_spans(20), finished_spans(20)
         results: list[SpanExportResult] = []
         threads = [
-            export_in_background(HttpExporter(endpoint=url, timeout=120), http_spans, results),
-            export_in_background(GrpcExporter(endpoint=f"http://{service.grpc_endpoint}", timeout=120),
+            export_in_background(HttpExporter(endpoint=url, timeout=150), http_spans, results),
+            export_in_background(GrpcExporter(endpoint=f"http://{service.grpc_endpoint}", timeout=150),
                                  grpc_spans, results),
         ]
         time.sleep(1.0)  # both are now backing off after a 503 / UNAVAILABLE
         devkafka.start(state, keep_data=True)
         for thread in threads:
-            thread.join(150)
+            thread.join(200)
         assert results == [SpanExportResult.SUCCESS, SpanExportResult.SUCCESS]
         assert httpx.get(f"{service.http_endpoint}/readyz").status_code == 200
     finally:
