@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from collector.codec import decode_protobuf
+from collector.errors import InvalidPayload
 from pipelines.attributes import append_attributes
 from pipelines.columns import SpanColumns
 
@@ -27,10 +28,9 @@ class PoisonMessage(ValueError):
 
 def parse_request(data: bytes) -> ExportTraceServiceRequest:
     """Parse one message, or raise PoisonMessage if it is not a request holding spans."""
-    request = ExportTraceServiceRequest()
     try:
-        request.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as exc:
+        request = decode_protobuf(data)  # the collector's parser: one definition of a valid message
+    except InvalidPayload as exc:
         raise PoisonMessage(f"not an OTLP ExportTraceServiceRequest: {exc}") from None
     if not any(scope.spans for resource in request.resource_spans for scope in resource.scope_spans):
         raise PoisonMessage("ExportTraceServiceRequest holds no spans")
