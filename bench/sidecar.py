@@ -32,6 +32,8 @@ import httptools
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from tests.test_sidecar_support import free_port, make_pki, wait_listening  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 DURATION_S = float(os.environ.get("SIDECAR_BENCH_SECONDS", "5"))
 WARMUP_S = 1.0
@@ -160,25 +162,6 @@ def measure(port: int, host_header: str, rate: int) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- processes
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}: {process.stderr and process.stderr.read()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
 def proc_cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
@@ -249,8 +232,6 @@ def run_mesh(workdir: Path, server_port: int, sink_port: int, pki: Path | None) 
 
 
 def main() -> int:
-    from proxy import certs
-
     RESULTS.mkdir(parents=True, exist_ok=True)
     server_port, sink_port = free_port(), free_port()
     servers = [subprocess.Popen([sys.executable, __file__, "--serve", str(port)]) for port in (server_port, sink_port)]
@@ -259,10 +240,7 @@ def main() -> int:
             wait_listening(port, process)  # type: ignore[arg-type]
         with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as tmp:
             workdir = Path(tmp)
-            pki = workdir / "pki"
-            certs.init_ca(pki)
-            for service in ("client", "server"):
-                certs.issue(pki, service)
+            pki = make_pki(workdir / "pki", "client", "server")
             direct = {str(rate): measure(server_port, "server", rate) for rate in RATES}
             plain = run_mesh(workdir, server_port, sink_port, None)
             mtls = run_mesh(workdir, server_port, sink_port, pki)

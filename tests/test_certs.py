@@ -14,15 +14,12 @@ from cryptography import x509
 from gatewatch.cli import main
 from gatewatch.errors import ConfigError
 from proxy import certs, mtls
+from tests.test_sidecar_support import make_pki
 
 
 @pytest.fixture(scope="module")
 def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("certs")
-    certs.init_ca(directory)
-    for service in ("checkout", "payment", "intruder"):
-        certs.issue(directory, service)
-    return directory
+    return make_pki(tmp_path_factory.mktemp("certs"), "checkout", "payment", "intruder")
 
 
 def files(directory: Path, service: str) -> mtls.TlsFiles:
@@ -122,20 +119,24 @@ def test_mutual_handshake_carries_both_identities(ca_dir: Path) -> None:
     assert seen == ["checkout"]
 
 
+def _assert_rejected(port: int, client: ssl.SSLContext, thread: threading.Thread, seen: list[object]) -> None:
+    # TLS 1.3 reports the rejection on the first read, so the whole exchange is in the block.
+    with (
+        pytest.raises((ssl.SSLError, ConnectionError)),
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        client.wrap_socket(raw) as tls,
+    ):
+        tls.recv(2)
+    thread.join(10)
+    assert isinstance(seen[0], ssl.SSLError)
+
+
 def test_server_rejects_client_without_certificate(ca_dir: Path) -> None:
     port, thread, seen = _serve_once(mtls.server_context(files(ca_dir, "payment")))
     anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     anonymous.load_verify_locations(ca_dir / "ca.pem")
     anonymous.check_hostname = False
-    # TLS 1.3 reports the rejection on the first read, so the whole exchange is in the block.
-    with (
-        pytest.raises((ssl.SSLError, ConnectionError)),
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        anonymous.wrap_socket(raw) as tls,
-    ):
-        tls.recv(2)
-    thread.join(10)
-    assert isinstance(seen[0], ssl.SSLError)
+    _assert_rejected(port, anonymous, thread, seen)
 
 
 def test_server_rejects_certificate_from_another_ca(ca_dir: Path, tmp_path: Path) -> None:
@@ -146,15 +147,7 @@ def test_server_rejects_certificate_from_another_ca(ca_dir: Path, tmp_path: Path
     rogue.load_cert_chain(tmp_path / "checkout.pem", tmp_path / "checkout.key")
     rogue.check_hostname = False
     rogue.verify_mode = ssl.CERT_NONE
-    # TLS 1.3 reports the rejection on the first read, so the whole exchange is in the block.
-    with (
-        pytest.raises((ssl.SSLError, ConnectionError)),
-        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        rogue.wrap_socket(raw) as tls,
-    ):
-        tls.recv(2)
-    thread.join(10)
-    assert isinstance(seen[0], ssl.SSLError)
+    _assert_rejected(port, rogue, thread, seen)
 
 
 def test_client_rejects_server_with_another_identity(ca_dir: Path) -> None:

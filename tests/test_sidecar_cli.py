@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,27 +14,9 @@ import httpx
 import pytest
 
 from gatewatch.decisions import Decision, DecisionKind, Reason, Target
-from tests.test_sidecar_support import running_backend
+from tests.test_sidecar_support import free_port, running_backend, wait_listening
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read() if process.stderr else ""
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"sidecar never listened on {port}")
 
 
 def test_sidecar_command_serves_follows_decisions_file_and_stops(tmp_path: Path) -> None:
@@ -55,7 +36,7 @@ def test_sidecar_command_serves_follows_decisions_file_and_stops(tmp_path: Path)
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         try:
-            wait_port(outbound, process)
+            wait_listening(outbound, process)
             assert httpx.get(f"http://127.0.0.1:{outbound}/", headers={"host": "payment"}).status_code == 200
             assert httpx.get(f"http://127.0.0.1:{inbound}/").status_code == 200
             decision = Decision.new(DecisionKind.CIRCUIT_OPEN, Target(scope="edge", key="checkout->payment"),

@@ -9,19 +9,14 @@ import httpx
 import pytest
 
 from gatewatch.settings import Settings
-from proxy import certs
-from tests.test_sidecar_support import running_backend, running_sidecar
+from tests.test_sidecar_support import make_pki, running_backend, running_sidecar
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("pki")
-    certs.init_ca(directory)
-    for service in ("checkout", "payment", "intruder"):
-        certs.issue(directory, service)
-    return directory
+    return make_pki(tmp_path_factory.mktemp("pki"), "checkout", "payment", "intruder")
 
 
 def call(port: int, service: str) -> httpx.Response:
@@ -77,8 +72,7 @@ def test_client_without_certificate_is_rejected(settings: Settings, pki: Path) -
 
 
 def test_certificate_from_another_ca_is_rejected(settings: Settings, pki: Path, tmp_path: Path) -> None:
-    certs.init_ca(tmp_path)
-    certs.issue(tmp_path, "checkout")
+    make_pki(tmp_path, "checkout")  # a foreign CA
     with (
         running_backend() as payment,
         running_sidecar("payment", payment.port, settings, pki=pki) as callee,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gatewatch.settings import Settings
+from proxy import certs
 from proxy.sidecar import SidecarService
 from proxy.sidecar_config import parse_sidecar_config
 
@@ -80,6 +83,35 @@ def running_backend(**kwargs: Any) -> Iterator[Backend]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def make_pki(directory: Path, *services: str) -> Path:
+    """A local CA in `directory` with a certificate for each service."""
+    certs.init_ca(directory)
+    for service in services:
+        certs.issue(directory, service)
+    return directory
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (for processes that need one up front)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    """Block until something accepts on 127.0.0.1:`port`; fail if `process` exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}: {process.stderr and process.stderr.read()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
 
 
 def tls_block(pki: Path | None, service: str) -> dict[str, Any]:
