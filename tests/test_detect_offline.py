@@ -170,8 +170,9 @@ def test_spike_detector_onset(fault):
     spikes = detector.detect([window], now)
     assert [s.kind for s in spikes] == [fault]
     assert abs(spikes[0].onset.timestamp() - (start + 1100)) <= 10
-    quiet = EdgeWindow("a", "b", buckets.reset_index()[lambda f: f["bucket"] < datetime.fromtimestamp(start + 1090, UTC)])
-    assert detector.detect([quiet], datetime.fromtimestamp(start + 1090, UTC)) == []
+    before = datetime.fromtimestamp(start + 1090, UTC)
+    quiet = EdgeWindow("a", "b", buckets.reset_index()[lambda f: f["bucket"] < before])
+    assert detector.detect([quiet], before) == []
 
 
 def test_spike_detector_ignores_drift_and_low_volume():
