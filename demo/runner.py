@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from pydantic import SecretStr
 from rich.console import Console
@@ -110,7 +111,7 @@ class DemoRun:
                     Window(self.run_id, start_ms, end_ms)
                 )
                 summary.notes += [f"not available yet: {name}" for name in missing]
-                summary.report_path = self._render_report(summary)
+                summary.report_path = self._render_report(summary, core.store)
                 return DemoResult(summary, self.run_id, plane.gateway_url)
             finally:
                 self._phase("stopping")
@@ -150,16 +151,21 @@ class DemoRun:
                 panel.update(progress(self.live, sim.stats))
                 time.sleep(0.25)
 
-    def _render_report(self, summary: Summary) -> str:
-        """Render the dashboards to HTML if that stage is available; the path, or ''."""
-        try:
-            from dashboards.render import render_report  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            summary.notes.append("dashboards renderer not available yet: no HTML report")
-            return ""
+    def _render_report(self, summary: Summary, store: Any) -> str:
+        """Render every dashboard over the run's window to one HTML file; its path ('' if that failed)."""
+        from datetime import UTC, datetime
+
+        from dashboards.macros import TimeRange
+        from dashboards.report import render_report
+
         path = self.report or self.settings.data_dir / "demo" / "report.html"
-        render_report(self.settings, path)
-        return str(path)
+        start = datetime.fromtimestamp(summary.window.start_ms / 1000 - 30, UTC)
+        end = datetime.fromtimestamp(summary.window.end_ms / 1000 + 5, UTC)
+        try:
+            return str(render_report(self.settings, store, path, TimeRange(start, end)).resolve())
+        except (GatewatchError, OSError) as exc:  # the summary still stands without the report
+            summary.notes.append(f"report not rendered: {exc}")
+            return ""
 
 
 def print_summary(console: Console, result: DemoResult) -> None:

@@ -85,12 +85,12 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "short": Scenario(
         name="short",
-        description="shortened loop for end-to-end tests: one fast scraper, payment fails for 25 s",
-        duration_s=50.0,
-        humans=4,
+        description="shortened loop for end-to-end tests: one fast scraper, payment fails for 30 s",
+        duration_s=60.0,
+        humans=6,
         think_time_s=0.8,
-        bots=(BotSpec("fast_scraper", 5, 48, rate_per_s=12),),
-        faults=(FaultWindow("payment", 10, 35, error_rate=0.8),),
+        bots=(BotSpec("fast_scraper", 5, 58, rate_per_s=12),),
+        faults=(FaultWindow("payment", 10, 40, error_rate=0.8),),
         drain_s=6.0,
     ),
     "calm": Scenario(
