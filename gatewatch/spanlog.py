@@ -217,11 +217,15 @@ class _KafkaProducer(LogProducer):
             "linger_ms": 5,
             "batch_size": 1 << 20,
             "max_request_size": 1 << 20,
-            "request_timeout_ms": 10_000,
+            "request_timeout_ms": 5_000,
+            # Undeliverable records expire after this instead of landing after send() reported a
+            # failure (the caller's retry would then store them twice).
+            "delivery_timeout_ms": 6_000,
             "max_block_ms": 10_000,
             "retries": 5,
         }
         config.update(options)
+        self._verdict_s = config["delivery_timeout_ms"] / 1000 + 1.0
         try:
             self._producer = KafkaProducer(**config)
         except KafkaError as exc:
@@ -230,7 +234,9 @@ class _KafkaProducer(LogProducer):
     def send(self, messages: Sequence[Message], timeout_s: float = 10.0) -> None:
         from kafka.errors import KafkaError
 
-        deadline = time.monotonic() + timeout_s
+        # Wait for the producer's own verdict on each record (due within delivery_timeout_ms): an
+        # earlier give-up would call records failed that may still be written.
+        deadline = time.monotonic() + max(timeout_s, self._verdict_s)
         try:
             futures = [
                 self._producer.send(self._topic, value=m.value, key=m.key, headers=list(m.headers))
