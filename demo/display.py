@@ -65,6 +65,7 @@ def summary_tables(summary: Summary) -> list[RenderableType]:
     overview.add_row("requests at the gateway", f"{summary.requests:,} ({classes})")
     overview.add_row("spans stored", f"{summary.spans:,} from {len(summary.services)} services")
     overview.add_row("human clients limited", f"{summary.humans_limited} of {summary.human_clients}")
+    overview.add_row("circuits opened with no fault injected", str(summary.spurious_opens))
     out.append(overview)
 
     bots = Table(title="Bots (ground_truth + decisions + otel_traces)", title_justify="left")

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 STATUS = "SpanAttributes['http.response.status_code']"
 CLIENT = "SpanAttributes['client.address']"
+# A circuit that opens this long after its fault ended still counts as the reaction to it.
+REACTION_GRACE_MS = 30_000
 BREAKER = "SpanAttributes['gatewatch.breaker.state']"
 SERVER_KINDS = ("Server", "SPAN_KIND_SERVER")
 
@@ -101,6 +103,7 @@ class Summary:
     faults: list[FaultOutcome] = field(default_factory=list)
     decisions: list[DecisionRow] = field(default_factory=list)
     alerts: list[AlertRow] = field(default_factory=list)
+    spurious_opens: int = 0  # circuit_open decisions on edges/times where nothing was injected
     human_clients: int = 0
     humans_limited: int = 0
     report_path: str = ""
@@ -146,6 +149,11 @@ class SummaryReader:
         summary.alerts = self.alerts(window)
         summary.bots = [self._bot(window, label, rows, summary.decisions) for label, rows in _bots(truth).items()]
         summary.faults = [self._fault(window, row, summary.decisions) for row in truth if row.kind == "fault"]
+        summary.spurious_opens = sum(
+            1 for d in summary.decisions
+            if d.kind == "circuit_open"
+            and not any(_during(d.created_ms, f) and f.edge == d.key for f in summary.faults)
+        )
         humans = {r.key for r in truth if r.kind == "human"}
         summary.human_clients = len(humans)
         summary.humans_limited = len({d.key for d in summary.decisions if d.scope == "client" and d.key in humans})
@@ -221,13 +229,15 @@ class SummaryReader:
         outcome = FaultOutcome(
             row.key, int(row.start_at.timestamp() * 1000), int(row.end_at.timestamp() * 1000), row.details
         )
-        opens = [d for d in decisions if d.scope == "edge" and d.key == row.key and d.kind == "circuit_open"]
+        opens = [d for d in decisions if d.scope == "edge" and d.key == row.key and d.kind == "circuit_open"
+                 and _during(d.created_ms, outcome)]
         closes = [d for d in decisions if d.scope == "edge" and d.key == row.key and d.kind == "circuit_close"]
         caller, _, callee = row.key.partition("->")
+        during = Window(window.run_id, outcome.start_ms, outcome.end_ms + REACTION_GRACE_MS)
         if caller and callee:
             [(count, first, last)] = self._rows(
                 f"SELECT count(), toUnixTimestamp64Milli(min(Timestamp)), toUnixTimestamp64Milli(max(Timestamp)) "
-                f"FROM {self.db}.otel_traces WHERE {self._span_filter(window)} AND {BREAKER} = 'open' "
+                f"FROM {self.db}.otel_traces WHERE {self._span_filter(during)} AND {BREAKER} = 'open' "
                 f"AND ServiceName = %(caller)s AND SpanAttributes['peer.service'] = %(callee)s",
                 caller=caller, callee=callee,
             )
@@ -242,6 +252,11 @@ class SummaryReader:
             later = [d.created_ms for d in closes if d.created_ms >= first_open]
             outcome.closed_ms = min(later) if later else max(d.expires_ms for d in opens)
         return outcome
+
+
+def _during(at_ms: int, fault: FaultOutcome) -> bool:
+    """True when `at_ms` falls in the fault's window (plus the reaction grace)."""
+    return fault.start_ms <= at_ms <= fault.end_ms + REACTION_GRACE_MS
 
 
 def _bots(truth: list[TruthRow]) -> dict[str, list[TruthRow]]:

@@ -50,6 +50,8 @@ def test_summary_reads_bots_faults_and_decisions_from_the_store(store, settings)
               **{"peer.service": "payment", "gatewatch.breaker.state": "open"})
     _decision(store, db, T0 + timedelta(seconds=10), "rate_limit", "client", bot)
     _decision(store, db, T0 + timedelta(seconds=14), "circuit_open", "edge", "checkout->payment", ttl_s=20)
+    _decision(store, db, T0 + timedelta(seconds=5), "circuit_open", "edge", "checkout->payment")  # before the fault
+    _decision(store, db, T0 + timedelta(seconds=15), "circuit_open", "edge", "storefront->catalog")  # no fault there
 
     start = int(T0.timestamp() * 1000)
     summary = SummaryReader(store, db).read(Window("run1", start, start + 60_000))
@@ -72,6 +74,7 @@ def test_summary_reads_bots_faults_and_decisions_from_the_store(store, settings)
     assert fault.open_spans == 3
     assert summary.bots_limited == 1 and summary.circuits_opened == 1
     assert summary.human_clients == 1 and summary.humans_limited == 0
+    assert summary.spurious_opens == 2
 
 
 def test_summary_of_an_empty_run_has_zeros(store, settings):
