@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     pipeline_group: str = Field("gatewatch-pipeline", description="Kafka consumer group shared by pipelines")
     gateway_port: int = Field(8080, ge=0, le=65535)
     gateway_admin_port: int = Field(9901, ge=0, le=65535)
+    sidecar_admin_port: int = Field(
+        0, ge=0, le=65535, description="Sidecar /metrics and /healthz; 0 = any free port (many sidecars per host)"
+    )
     control_plane_port: int = Field(8700, ge=0, le=65535)
     control_plane_url: str = Field("", description="Where proxies fetch decisions; empty = local file")
     control_token: SecretStr = Field(SecretStr(""), description="Bearer token of the control plane")

@@ -5,23 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from gatewatch.errors import ConfigError, GatewatchError
 from gatewatch.settings import Settings
+from proxy.admin import start_admin
 from proxy.auth import Authenticator, build_authenticator
 from proxy.controlplane import DecisionSource, decision_source
 from proxy.decisionstore import DecisionStore
 from proxy.gatewayconfig import GatewayConfig, RateLimitConfig, load_gateway_config
 from proxy.gatewaypolicies import AccessPolicy, AuthPolicy
 from proxy.metrics import GatewayMetrics, MetricsPolicy
-from proxy.policy import Exchange, Headers, Policy, Response, build_chain
+from proxy.policy import Policy, build_chain
 from proxy.ratelimit import Gcra
 from proxy.routing import Route, Router, RoutingPolicy, make_route
 from proxy.server import HttpServer, ServerLimits
@@ -205,12 +205,11 @@ class GatewayService:
             chain, host, port, server_limits(config),
             on_reject=lambda status, code: self.metrics.count(self.metrics.rejected, code),
         )
-        self._admin = HttpServer(self._admin_handler, host, admin_port)
         try:
             await self._server.start()
-            await self._admin.start()
         except OSError as exc:
-            raise ConfigError(f"gateway cannot listen on {host}:{port}/{admin_port}: {exc.strerror}") from None
+            raise ConfigError(f"gateway cannot listen on {host}:{port}: {exc.strerror}") from None
+        self._admin = await start_admin(self.registry, self._health, host, admin_port, "gateway")
         self.port, self.admin_port = self._server.port, self._admin.port
         source = decision_source(self.settings, self.decisions, config.decisions_file)
         self._start_task(self._run_source(source))
@@ -279,15 +278,8 @@ class GatewayService:
             await old.close()
 
     # admin port
-    async def _admin_handler(self, exchange: Exchange) -> Response:
-        path = exchange.request.path
-        if path == "/metrics":
-            text = generate_latest(self.registry)
-            return Response(200, Headers([("content-type", "text/plain; version=0.0.4")]), text)
-        if path in ("/healthz", "/readyz"):
-            body = {
-                "status": "ok", "config_version": self.config_version, "routes": len(self.config.routes),
-                "decisions": len(self.decisions), "decisions_version": self.decisions.version,
-            }
-            return Response(200, Headers([("content-type", "application/json")]), json.dumps(body).encode())
-        return Response.json(404, {"error": "not_found"})
+    def _health(self) -> dict[str, object]:
+        return {
+            "config_version": self.config_version, "routes": len(self.config.routes),
+            "decisions": len(self.decisions), "decisions_version": self.decisions.version,
+        }

@@ -9,10 +9,28 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from proxy.policy import CallNext, Exchange, Response
 
 
-class GatewayMetrics:
+class CounterCache:
+    """Labelled counters with cached children, so counting on the hot path is a dict lookup."""
+
+    def __init__(self) -> None:
+        self._counters: dict[tuple[int, tuple[str, ...]], Counter] = {}
+
+    def count(self, counter: Counter, *labels: str, amount: float = 1) -> None:
+        """Increment a labelled counter (children cached: `labels()` takes a lock and builds a key)."""
+        key = (id(counter), labels)
+        child = self._counters.get(key)
+        if child is None:
+            if len(self._counters) > 10_000:  # label values from requests could grow this without bound
+                self._counters.clear()
+            child = self._counters[key] = counter.labels(*labels)
+        child.inc(amount)
+
+
+class GatewayMetrics(CounterCache):
     """gatewatch_gateway_* metrics; label children are cached so the hot path is a dict lookup."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
         self.registry = registry
         self.requests = Counter(
             "gatewatch_gateway_requests", "Requests answered", ["route", "method", "code"], registry=registry,
@@ -40,7 +58,6 @@ class GatewayMetrics:
             "gatewatch_gateway_config_reloads", "Config reload attempts", ["result"], registry=registry,
         )
         self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
-        self._counters: dict[tuple[int, tuple[str, ...]], Counter] = {}
 
     def observe(self, exchange: Exchange, status: int, seconds: float) -> None:
         """Count one finished request."""
@@ -54,16 +71,6 @@ class GatewayMetrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
-
-    def count(self, counter: Counter, *labels: str) -> None:
-        """Increment a labelled counter (children cached: `labels()` takes a lock and builds a key)."""
-        key = (id(counter), labels)
-        child = self._counters.get(key)
-        if child is None:
-            if len(self._counters) > 10_000:
-                self._counters.clear()
-            child = self._counters[key] = counter.labels(*labels)
-        child.inc()
 
 
 class MetricsPolicy:

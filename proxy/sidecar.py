@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
+from prometheus_client import CollectorRegistry
 
 from gatewatch.errors import GatewatchError
 from gatewatch.settings import Settings
 from proxy import mtls
+from proxy.admin import start_admin
 from proxy.circuit import BreakerPolicy
 from proxy.decisionstore import DecisionStore
 from proxy.identity import InboundIdentity
@@ -30,6 +32,7 @@ from proxy.policy import Policy, build_chain
 from proxy.retrying import RetryPolicy
 from proxy.server import HttpServer
 from proxy.sidecar_config import SidecarConfig
+from proxy.sidecar_metrics import SidecarMetrics, SidecarMetricsPolicy
 from proxy.sidecar_registry import Upstream, apply_decisions, build_registry, endpoint_of
 from proxy.sidecar_routing import LocalRoute, OutboundRoute
 from proxy.sidecar_tracing import INSTRUMENTATION, ClientSpan
@@ -56,6 +59,8 @@ class SidecarService:
         client_tls = mtls.client_context(config.tls.files()) if config.tls.enabled else None
         self._server_tls = mtls.server_context(config.tls.files()) if config.tls.enabled else None
         self.registry: dict[str, Upstream] = build_registry(config, client_tls)
+        self.metrics = SidecarMetrics(CollectorRegistry())
+        self.metrics.watch_breakers(self.registry)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[HttpServer] = []
@@ -72,6 +77,11 @@ class SidecarService:
         """The bound outbound port (after start)."""
         return self._servers[1].port
 
+    @property
+    def admin_port(self) -> int:
+        """The bound admin port, /metrics and /healthz (after start)."""
+        return self._servers[2].port
+
     def start(self) -> None:
         """Bind both listeners and start following decisions; returns once serving."""
         self._loop = _new_loop()
@@ -83,9 +93,9 @@ class SidecarService:
         except Exception as exc:
             self.stop(timeout_s=1.0)
             raise GatewatchError(f"{self.name} could not start: {exc}") from None
-        log.info("%s: inbound %s:%d -> %s, outbound %s:%d (%s)", self.name, self.settings.host, self.inbound_port,
-                 self.config.inbound.forward_to, self.settings.host, self.outbound_port,
-                 "mTLS" if self.config.tls.enabled else "plain HTTP")
+        log.info("%s: inbound %s:%d -> %s, outbound %s:%d (%s), admin %d", self.name, self.settings.host,
+                 self.inbound_port, self.config.inbound.forward_to, self.settings.host, self.outbound_port,
+                 "mTLS" if self.config.tls.enabled else "plain HTTP", self.admin_port)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Drain in-flight requests (up to `timeout_s`), close listeners and upstream connections."""
@@ -123,12 +133,14 @@ class SidecarService:
         local_caller, remote_caller = UpstreamCaller(), UpstreamCaller(add_forwarded=False)
         self._callers = [local_caller, remote_caller]
         inbound: list[Policy] = [
+            SidecarMetricsPolicy(self.metrics, "in", peer_label=self.config.tls.enabled),
             TracingPolicy(tracer, lambda exchange: None),
             InboundIdentity(mtls.AllowList(self.config.inbound.allow), self.config.tls.enabled,
                             self.config.tls.trust_domain),
             LocalRoute(Cluster(self.config.service, [endpoint_of(self.config.inbound.forward_to)])),
         ]
         outbound: list[Policy] = [
+            SidecarMetricsPolicy(self.metrics, "out"),
             OutboundRoute(self.config.service, self.registry),
             ClientSpan(tracer),
             BreakerPolicy(),
@@ -140,7 +152,16 @@ class SidecarService:
         ]
         for server in self._servers:
             await server.start()
+        admin_port = self.config.admin_port if self.config.admin_port is not None else self.settings.sidecar_admin_port
+        self._servers.append(await start_admin(self.metrics.registry, self._health, host, admin_port, self.name))
         self._follow_decisions()
+
+    def _health(self) -> dict[str, object]:
+        return {
+            "service": self.config.service, "decisions": len(self.decisions),
+            "decisions_version": self.decisions.version,
+            "breakers": {upstream.edge: upstream.breaker.state.value for upstream in self.registry.values()},
+        }
 
     def _tracer(self) -> trace.Tracer:
         """Spans go to the given provider, else to one of our own (service.name = this service)."""

@@ -4,6 +4,7 @@
 service: checkout              # identity of the local service (`--service` overrides)
 inbound:  {port: 15006, forward_to: "127.0.0.1:8000", allow: [gateway]}   # allow: omit = any peer
 outbound: {port: 15001}
+admin_port: 15090              # /metrics, /healthz (default GATEWATCH_SIDECAR_ADMIN_PORT; 0 = any free port)
 tls: {enabled: true, ca: certs/ca.pem, cert: certs/checkout.pem, key: certs/checkout.key}
 services:                      # registry: name -> endpoints (the callee sidecars' inbound ports)
   payment: {endpoints: ["127.0.0.1:15016"], retry: {max_retries: 1}}
@@ -111,6 +112,7 @@ class SidecarConfig(_Model):
     service: str
     inbound: InboundConfig
     outbound: OutboundConfig = OutboundConfig()
+    admin_port: Port | None = None  # /metrics, /healthz; default GATEWATCH_SIDECAR_ADMIN_PORT (0 = any free port)
     tls: TlsConfig
     services: dict[str, UpstreamService] = Field(default_factory=dict)
     breaker: BreakerConfig = BreakerConfig()

@@ -132,11 +132,16 @@ def test_healthchecks_and_scrapes_use_the_settings_ports():
     assert port_in("pipeline") == DEFAULTS.pipeline_metrics_port
     assert port_in("detectors") == DEFAULTS.control_plane_port
     assert port_in("gateway") == DEFAULTS.gateway_admin_port
+    from proxy.sidecar_config import load_sidecar_config
+
+    sidecar = load_sidecar_config(_mount(SERVICES["sidecar-storefront"], "/etc/gatewatch/sidecar.yaml"))
+    assert sidecar.admin_port and port_in("sidecar-storefront") == sidecar.admin_port  # fixed, so it can be scraped
     prometheus = yaml.safe_load(_mount(SERVICES["prometheus"], "/etc/prometheus/prometheus.yml").read_text())
     targets = {t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
     assert targets == {
         f"collector:{DEFAULTS.collector_http_port}", f"pipeline:{DEFAULTS.pipeline_metrics_port}",
         f"detectors:{DEFAULTS.control_plane_port}", f"gateway:{DEFAULTS.gateway_admin_port}",
+        f"sidecar-storefront:{sidecar.admin_port}",
     }
 
 
