@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from proxy.otlpexport import WireOTLPSpanExporter
 from proxy.policy import CallNext, Exchange, Headers, Response
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+_UNSET = Status(StatusCode.UNSET)
+_ERROR = Status(StatusCode.ERROR)
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
 def make_tracer_provider(
@@ -27,7 +34,7 @@ def make_tracer_provider(
         resource=Resource.create({"service.name": service_name}),
         sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
     )
-    exporter = exporter or OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=5)
+    exporter = exporter or WireOTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces", timeout=5)
     provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=8192, max_export_batch_size=512))
     return provider
 
@@ -46,21 +53,37 @@ def parent_context(headers: Headers) -> Context | None:
 
 def propagate_span(headers: Headers, span: trace.Span) -> None:
     """Make `span` the parent the next hop sees (sets `traceparent`)."""
-    context = span.get_span_context()
+    propagate_context(headers, span.get_span_context())
+
+
+def propagate_context(headers: Headers, context: SpanContext) -> None:
+    """Make the span with this context the parent the next hop sees (sets `traceparent`)."""
     if context.is_valid:
         headers.set("traceparent", f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}")
 
 
 class TracingPolicy:
-    """Outermost policy: starts the server span, forwards traceparent, ends the span on completion."""
+    """Outermost policy: starts the server span, forwards traceparent, ends the span on completion.
+
+    With an SDK tracer the span is recorded as the SDK would (its sampler, id generator, resource,
+    scope and span processors) but without the live `Span` object: the ids and sampling decision
+    are taken when the request arrives and one finished `ReadableSpan` goes to the span processor
+    when the response is written. That is a third of the SDK span's cost (no locks, no per-value
+    attribute validation: the engine's attributes are already scalars), and it is paid per request.
+    Other tracers (the API's no-op one, test doubles) take the regular `start_span` path.
+    """
 
     name = "tracing"
 
     def __init__(self, tracer: trace.Tracer, route_of: Callable[[Exchange], str | None]) -> None:
         self.tracer = tracer
         self.route_of = route_of
+        self._sdk = tracer if type(tracer) is sdk_trace.Tracer else None
 
     async def handle(self, exchange: Exchange, call_next: CallNext) -> Response:
+        if self._sdk is not None:
+            self._start_recorded(self._sdk, exchange)
+            return await call_next(exchange)
         request = exchange.request
         span = self.tracer.start_span(request.method, context=parent_context(request.headers), kind=SpanKind.SERVER)
         propagate_span(request.headers, span)
@@ -68,7 +91,50 @@ class TracingPolicy:
             exchange.on_complete(lambda done, status: self._end(span, done, status))
         return await call_next(exchange)
 
-    def _end(self, span: trace.Span, exchange: Exchange, status: int) -> None:
+    def _start_recorded(self, tracer: sdk_trace.Tracer, exchange: Exchange) -> None:
+        """Take the span's identity and sampling decision (the SDK's start_span, minus the Span)."""
+        if not tracer._is_enabled():
+            return
+        request = exchange.request
+        start = time.time_ns()
+        context = parent_context(request.headers)
+        parent: SpanContext | None = None
+        if context is not None:
+            parent = trace.get_current_span(context).get_span_context()
+            if not parent.is_valid:
+                parent = None
+        trace_id = parent.trace_id if parent is not None else tracer.id_generator.generate_trace_id()
+        sampling = tracer.sampler.should_sample(context, trace_id, request.method, SpanKind.SERVER)
+        flags = _SAMPLED if sampling.decision.is_sampled() else _NOT_SAMPLED
+        if parent.trace_flags.random_trace_id if parent is not None else tracer.id_generator.is_trace_id_random():
+            flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
+        span_context = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False, flags, sampling.trace_state)
+        propagate_context(request.headers, span_context)
+        if sampling.decision.is_recording():
+            initial = dict(sampling.attributes) if sampling.attributes else None
+
+            def finish(done: Exchange, status: int) -> None:
+                self._record(tracer, span_context, parent, start, initial, done, status)
+
+            exchange.on_complete(finish)
+
+    def _record(
+        self, tracer: sdk_trace.Tracer, context: SpanContext, parent: SpanContext | None, start: int,
+        initial: dict[str, Any] | None, exchange: Exchange, status: int,
+    ) -> None:
+        """Hand the finished span to the provider's span processors (batch export)."""
+        attributes, name = self._attributes(exchange, status)
+        if initial:
+            attributes = {**initial, **attributes}  # the sampler's attributes, as the SDK span has them
+        span = ReadableSpan(
+            name=name, context=context, parent=parent, resource=tracer.resource, attributes=attributes,
+            kind=SpanKind.SERVER, status=_ERROR if status >= 500 else _UNSET, start_time=start,
+            end_time=time.time_ns(), instrumentation_scope=tracer._instrumentation_scope,
+        )
+        tracer.span_processor.on_end(span)
+
+    def _attributes(self, exchange: Exchange, status: int) -> tuple[dict[str, str | bool | int | float], str]:
+        """The server span's attributes and name (`METHOD route` once routed)."""
         request = exchange.request
         route = self.route_of(exchange)
         attributes: dict[str, str | bool | int | float] = {
@@ -82,10 +148,16 @@ class TracingPolicy:
         agent = request.headers.get("user-agent")
         if agent is not None:
             attributes["user_agent.original"] = agent
+        name = request.method
         if route is not None:
             attributes["http.route"] = route
-            span.update_name(f"{request.method} {route}")
+            name = f"{request.method} {route}"
         attributes.update(exchange.attributes)
+        return attributes, name
+
+    def _end(self, span: trace.Span, exchange: Exchange, status: int) -> None:
+        attributes, name = self._attributes(exchange, status)
+        span.update_name(name)
         span.set_attributes(attributes)
         if status >= 500:
             span.set_status(Status(StatusCode.ERROR))
