@@ -14,11 +14,13 @@ from prometheus_client import CollectorRegistry
 
 from gatewatch.errors import ConfigError, GatewatchError
 from gatewatch.settings import Settings
+from proxy import mtls
 from proxy.admin import start_admin
 from proxy.auth import Authenticator, build_authenticator
 from proxy.controlplane import DecisionSource, decision_source
 from proxy.decisionstore import DecisionStore
-from proxy.gatewayconfig import GatewayConfig, RateLimitConfig, load_gateway_config
+from proxy.endpoints import endpoint_of
+from proxy.gatewayconfig import GatewayConfig, RateLimitConfig, UpstreamConfig, load_gateway_config
 from proxy.gatewaypolicies import AccessPolicy, AuthPolicy
 from proxy.metrics import GatewayMetrics, MetricsPolicy
 from proxy.policy import Policy, build_chain
@@ -47,8 +49,7 @@ class _Compiled:
         self.config = config
         self.clusters = {
             name: Cluster(
-                name, [_endpoint(address) for address in upstream.endpoints], upstream.max_failures,
-                upstream.eject_s, upstream.connect_timeout_s,
+                name, _endpoints(name, upstream), upstream.max_failures, upstream.eject_s, upstream.connect_timeout_s,
             )
             for name, upstream in config.upstreams.items()
         }
@@ -95,9 +96,13 @@ class _Compiled:
             await authenticator.close()
 
 
-def _endpoint(address: str) -> Endpoint:
-    host, _, port = address.rpartition(":")
-    return Endpoint(host.strip("[]"), int(port))
+def _endpoints(name: str, upstream: UpstreamConfig) -> list[Endpoint]:
+    """An upstream's endpoints; with `tls`, over mTLS to a peer that proves the expected identity."""
+    tls = upstream.tls
+    if tls is None:
+        return [endpoint_of(address) for address in upstream.endpoints]
+    context = mtls.client_context(mtls.TlsFiles(tls.ca, tls.cert, tls.key))  # ConfigError on unusable files
+    return [endpoint_of(address, tls.server_name or name, context) for address in upstream.endpoints]
 
 
 class GatewayService:

@@ -24,11 +24,26 @@ class LimitsConfig(_Model):
     drain_timeout_s: float = Field(10.0, ge=0)
 
 
+class UpstreamTlsConfig(_Model):
+    """mTLS to an upstream (e.g. a sidecar's inbound port): the CA to trust, the gateway's own
+    certificate, and the identity the upstream must present (a DNS SAN; default the upstream name)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    server_name: str | None = Field(None, description="expected service identity; default: the upstream's name")
+
+    def resolved(self, base: Path) -> UpstreamTlsConfig:
+        """The same settings with relative paths taken from `base` (the config file's directory)."""
+        return self.model_copy(update={name: base / getattr(self, name) for name in ("ca", "cert", "key")})
+
+
 class UpstreamConfig(_Model):
     endpoints: list[str] = Field(min_length=1)
     max_failures: int = Field(3, ge=1)
     eject_s: float = Field(10.0, ge=0)
     connect_timeout_s: float = Field(2.0, gt=0)
+    tls: UpstreamTlsConfig | None = None
 
     @field_validator("endpoints")
     @classmethod
@@ -165,6 +180,9 @@ def load_gateway_config(path: Path, text: str | None = None) -> GatewayConfig:
     for provider in config.auth.values():
         if isinstance(provider, JwtProviderConfig) and provider.jwks_file and not provider.jwks_file.is_absolute():
             provider.jwks_file = path.parent / provider.jwks_file
+    for upstream in config.upstreams.values():
+        if upstream.tls is not None:
+            upstream.tls = upstream.tls.resolved(path.parent)
     return config
 
 

@@ -27,13 +27,14 @@ from proxy import mtls
 from proxy.admin import start_admin
 from proxy.circuit import BreakerPolicy
 from proxy.decisionstore import DecisionStore
+from proxy.endpoints import endpoint_of
 from proxy.identity import InboundIdentity
 from proxy.policy import Policy, build_chain
 from proxy.retrying import RetryPolicy
 from proxy.server import HttpServer
 from proxy.sidecar_config import SidecarConfig
 from proxy.sidecar_metrics import SidecarMetrics, SidecarMetricsPolicy
-from proxy.sidecar_registry import Upstream, apply_decisions, build_registry, endpoint_of
+from proxy.sidecar_registry import Upstream, apply_decisions, build_registry
 from proxy.sidecar_routing import LocalRoute, OutboundRoute
 from proxy.sidecar_tracing import INSTRUMENTATION, ClientSpan
 from proxy.tracing import TracingPolicy, make_tracer_provider

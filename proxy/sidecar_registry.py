@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from gatewatch.decisions import DecisionKind, Mode, Scope
 from proxy.breaker import BreakerState, CircuitBreaker, EndpointSet
 from proxy.decisionstore import DecisionStore
+from proxy.endpoints import endpoint_of
 from proxy.retry import RetryBudget, RetryConfig
 from proxy.sidecar_config import SidecarConfig
 from proxy.upstream import Cluster, Endpoint
@@ -34,13 +35,6 @@ class Upstream:
     retry: RetryConfig
     budget: RetryBudget
     decision_id: str = ""  # the decision currently forcing `breaker`, if any
-
-
-def endpoint_of(address: str, service: str = "", context: ssl.SSLContext | None = None) -> Endpoint:
-    """The engine endpoint for `host:port`; with TLS, the peer must prove it is `service`."""
-    host, _, port = address.rpartition(":")
-    # The callee's identity is checked as the TLS server name (its certificate's DNS SAN).
-    return Endpoint(host, int(port), ssl=context, server_hostname=service if context else None)
 
 
 def build_registry(config: SidecarConfig, client_tls: ssl.SSLContext | None) -> dict[str, Upstream]:
