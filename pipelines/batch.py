@@ -1,12 +1,12 @@
-"""Per-partition batches: the spans decoded from a contiguous offset range of one partition."""
+"""Per-partition batches: the span messages of a contiguous offset range of one partition."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
-from pipelines.columns import SpanColumns
 from pipelines.ledger import OffsetRange
+from pipelines.rawspans import RawSpans
 
 
 @dataclass
@@ -18,7 +18,7 @@ class PartitionBatch:
     first: int
     last: int = -1
     replay_end: int | None = None  # rebuilding a recorded range: it must end exactly here
-    columns: SpanColumns = field(default_factory=SpanColumns)
+    spans: RawSpans = field(default_factory=RawSpans)
     started: float = field(default_factory=time.monotonic)
     touched: float = field(default_factory=time.monotonic)
 

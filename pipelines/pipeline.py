@@ -14,7 +14,7 @@ from collections.abc import Callable
 from gatewatch.errors import GatewatchError
 from gatewatch.spanlog import LogConsumer, Message, TopicPartition
 from pipelines.batch import PartitionBatch
-from pipelines.decode import PoisonMessage, decode_into
+from pipelines.decode import PoisonMessage
 from pipelines.dlq import DeadLetters
 from pipelines.ledger import BatchLedger
 from pipelines.metrics import PipelineMetrics
@@ -77,7 +77,7 @@ class Pipeline:
         ready = [b for b in self._batches.values() if force_replays or self._replay_ready(b, now)]
         if not ready:
             return
-        with_rows = [b for b in ready if len(b.columns)]
+        with_rows = [b for b in ready if len(b.spans)]
         self.backoff.run(
             "recording batch offsets", lambda: self._ledger.record([b.range for b in with_rows]),
             self.metrics.store_errors.inc,
@@ -92,16 +92,18 @@ class Pipeline:
         self._recount()
 
     def _recount(self) -> None:
-        self._pending = sum(len(batch.columns) for batch in self._batches.values())
+        self._pending = sum(len(batch.spans) for batch in self._batches.values())
 
     def _insert(self, batch: PartitionBatch) -> None:
         started = time.perf_counter()
         self.backoff.run(
-            f"inserting {len(batch.columns)} spans", lambda: self._writer.write(batch.columns, batch.range.token),
+            f"inserting {len(batch.spans)} spans", lambda: self._writer.write(batch.spans, batch.range.token),
             self.metrics.store_errors.inc,
         )
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self.metrics.rows_written.inc(len(batch.columns))
+        for message, error in batch.spans.rejected:  # only the Python mapper finds these, at insert time
+            self._dead_letter(message, error)
+        self.metrics.rows_written.inc(len(batch.spans))
         self.metrics.batches.inc()
 
     def _commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -126,17 +128,19 @@ class Pipeline:
             self.flush()
             batch = self._batches[tp] = PartitionBatch(message.topic, message.partition, message.offset)
         try:
-            self._pending += decode_into(message.value, batch.columns)
+            self._pending += batch.spans.add(message)
         except PoisonMessage as exc:
-            error = str(exc)
-            self.backoff.run("sending a dead letter", lambda: self._dead_letters.send(message, error))
-            self.metrics.dlq.inc()
-            log.warning("dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
+            self._dead_letter(message, str(exc))
         batch.last = message.offset
         batch.touched = time.monotonic()
         self._next[tp] = message.offset + 1
         if batch.complete_replay:
             self.flush()
+
+    def _dead_letter(self, message: Message, error: str) -> None:
+        self.backoff.run("sending a dead letter", lambda: self._dead_letters.send(message, error))
+        self.metrics.dlq.inc()
+        log.warning("dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
 
     def _open(self, message: Message) -> PartitionBatch:
         recorded = self.backoff.run(
