@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -72,8 +73,10 @@ class Headers:
 
     def set(self, name: str, value: str) -> None:
         """Replace every field called `name` with one."""
-        self.remove(name)
-        self._items.append((name.lower(), value))
+        name = name.lower()
+        if name in self:  # usually absent (traceparent, subject): skip rebuilding the list
+            self.remove(name)
+        self._items.append((name, value))
 
     def remove(self, name: str) -> None:
         """Drop every field called `name`."""
@@ -297,12 +300,6 @@ def build_chain(policies: Iterable[Policy], terminal: CallNext) -> CallNext:
     """Compose policies (outermost first) around the terminal handler into one callable."""
     handler = terminal
     for policy in reversed(list(policies)):
-        handler = _bind(policy, handler)
+        # A partial, not a wrapping coroutine: one coroutine frame per policy per request, not two.
+        handler = partial(policy.handle, call_next=handler)
     return handler
-
-
-def _bind(policy: Policy, call_next: CallNext) -> CallNext:
-    async def handle(exchange: Exchange) -> Response:
-        return await policy.handle(exchange, call_next)
-
-    return handle
