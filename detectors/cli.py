@@ -18,13 +18,20 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     run.add_argument("--no-control-plane", action="store_true", help="run the detectors only")
     run.set_defaults(handler=cmd_run)
 
+    ev = det.add_parser("eval", parents=[common], help="precision/recall/delay report (simulated + public data)")
+    ev.add_argument("--datasets", type=Path, default=Path(".gatewatch/datasets"),
+                    help="folder holding the aeon wheel (make eval downloads it)")
+    ev.add_argument("-o", "--output", type=Path, default=Path("bench/results/detectors-eval"),
+                    help="report path without suffix (.md and .json are written)")
+    ev.set_defaults(handler=cmd_eval)
+
     detect = subparsers.add_parser("detect", help="score existing logs offline").add_subparsers(
         dest="detect_command", required=True)
     series = detect.add_parser("series", parents=[common], help="timestamp,value CSV -> score, is_anomaly")
     series.add_argument("input", type=Path)
     series.add_argument("-o", "--output", type=Path, required=True)
     series.add_argument("--threshold", type=float, default=0.5)
-    series.add_argument("--window", type=int, default=300, help="trailing rows the robust baseline uses")
+    series.add_argument("--window", type=int, default=2000, help="trailing rows the robust baseline uses")
     series.set_defaults(handler=cmd_series)
     sessions = detect.add_parser("sessions", parents=[common], help="access log -> one row per client")
     sessions.add_argument("input", type=Path)
@@ -49,6 +56,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     path = registry.save(model, config.models_path(settings.data_dir))
     print(f"saved {path}: {model.metadata['samples']} samples, {model.metadata['positives']} bot samples, "
           f"held-out {model.metadata['held_out_metrics'] or 'n/a (no labels)'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from detectors.evaluate import evaluate
+    from gatewatch.cli import settings_from_args
+    from gatewatch.store import open_store
+
+    settings = settings_from_args(args)
+    wheels = sorted(args.datasets.glob("aeon-*.whl")) if args.datasets.is_dir() else []
+    evaluate(open_store(settings), settings, wheels[-1] if wheels else None, args.output)
+    print(args.output.with_suffix(".md").read_text())
     return 0
 
 

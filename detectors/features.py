@@ -48,48 +48,43 @@ def ns(moment: datetime) -> int:
 
 
 def _client_sql(db: str) -> str:
-    # Per-second partial aggregates first (for burstiness), merged per client second: -State/-Merge
-    # combinators keep entropy and distinct counts exact across the two levels.
+    # One pass per client; the user agent regex runs on each client's distinct agents only.
     return f"""
-SELECT client,
-       sum(c) AS n,
+SELECT * EXCEPT (gaps) FROM (
+SELECT SpanAttributes['client.address'] AS client,
+       count() AS n,
        n / %(window)s AS rate_per_s,
-       max(c) / avg(c) AS burstiness,
-       arrayDifference(arraySort(arrayFlatten(groupArray(ts)))) AS gaps,
+       arrayDifference(arraySort(groupArray(toFloat64(toUnixTimestamp64Milli(Timestamp)) / 1000))) AS gaps,
        if(length(gaps) > 1 AND arrayAvg(arraySlice(gaps, 2)) > 0,
           arrayReduce('stddevPop', arraySlice(gaps, 2)) / arrayAvg(arraySlice(gaps, 2)), 0) AS interarrival_cv,
-       uniqExactMerge(paths) AS distinct_paths,
-       entropyMerge(ent) AS path_entropy,
-       sum(e4) / n AS ratio_4xx,
-       sum(e401) / n AS ratio_401,
-       sum(e429) / n AS ratio_429,
-       sum(auth) / n AS auth_share,
-       max(ua) AS ua_automation,
-       uniqExactMerge(subjects) AS distinct_subjects,
-       min(first_ts) AS first_seen,
-       max(last_ts) AS last_seen
-FROM (
-    SELECT SpanAttributes['client.address'] AS client,
-           toUnixTimestamp(Timestamp) AS sec,
-           count() AS c,
-           groupArray(toFloat64(toUnixTimestamp64Milli(Timestamp)) / 1000) AS ts,
-           uniqExactState(SpanAttributes['url.path']) AS paths,
-           entropyState(SpanAttributes['url.path']) AS ent,
-           countIf(intDiv(toUInt16OrZero(SpanAttributes['http.response.status_code']), 100) = 4) AS e4,
-           countIf(SpanAttributes['http.response.status_code'] = '401') AS e401,
-           countIf(SpanAttributes['http.response.status_code'] = '429') AS e429,
-           countIf(match(SpanAttributes['url.path'], %(auth_re)s)) AS auth,
-           max(match(SpanAttributes['user_agent.original'], %(ua_re)s)) AS ua,
-           uniqExactStateIf(SpanAttributes['enduser.id'], SpanAttributes['enduser.id'] != '') AS subjects,
-           min(Timestamp) AS first_ts,
-           max(Timestamp) AS last_ts
-    FROM {db}.otel_traces
-    WHERE Timestamp > fromUnixTimestamp64Nano(%(lo)s) AND Timestamp <= fromUnixTimestamp64Nano(%(hi)s)
-      AND SpanAttributes['client.address'] != ''
-    GROUP BY client, sec
-)
+       uniqExact(SpanAttributes['url.path']) AS distinct_paths,
+       entropy(SpanAttributes['url.path']) AS path_entropy,
+       countIf(intDiv(toUInt16OrZero(SpanAttributes['http.response.status_code']), 100) = 4) / n AS ratio_4xx,
+       countIf(SpanAttributes['http.response.status_code'] = '401') / n AS ratio_401,
+       countIf(SpanAttributes['http.response.status_code'] = '429') / n AS ratio_429,
+       countIf(match(SpanAttributes['url.path'], %(auth_re)s)) / n AS auth_share,
+       arrayExists(a -> match(a, %(ua_re)s), groupUniqArray(SpanAttributes['user_agent.original'])) AS ua_automation,
+       uniqExactIf(SpanAttributes['enduser.id'], SpanAttributes['enduser.id'] != '') AS distinct_subjects,
+       min(Timestamp) AS first_seen,
+       max(Timestamp) AS last_seen
+FROM {db}.otel_traces
+WHERE {_CLIENT_WINDOW}
+GROUP BY client)
+"""
+
+
+def _burst_sql(db: str) -> str:
+    # Busiest second over the mean of active seconds: counts only, so the second level stays cheap.
+    return f"""
+SELECT client, max(c) / avg(c) AS burstiness
+FROM (SELECT SpanAttributes['client.address'] AS client, toUnixTimestamp(Timestamp) AS sec, count() AS c
+      FROM {db}.otel_traces WHERE {_CLIENT_WINDOW} GROUP BY client, sec)
 GROUP BY client
 """
+
+
+_CLIENT_WINDOW = """Timestamp > fromUnixTimestamp64Nano(%(lo)s) AND Timestamp <= fromUnixTimestamp64Nano(%(hi)s)
+  AND SpanAttributes['client.address'] != ''"""
 
 
 def client_features(client: Client, db: str, now: datetime, window_s: int) -> pd.DataFrame:
@@ -100,7 +95,8 @@ def client_features(client: Client, db: str, now: datetime, window_s: int) -> pd
     frame = client.query_df(_client_sql(db), parameters=params)
     if frame.empty:
         return pd.DataFrame(columns=["client", "n", "first_seen", "last_seen", *CLIENT_FEATURES])
-    frame = frame.drop(columns=["gaps"])
+    bursts = client.query_df(_burst_sql(db), parameters=params)
+    frame = frame.merge(bursts, on="client", how="left")
     for name in CLIENT_FEATURES:
         frame[name] = frame[name].astype(float)
     return frame
@@ -138,6 +134,8 @@ ORDER BY caller, callee, bucket
 """
     params = {"lo": hi - span_s * 1_000_000_000, "hi": hi, "bucket": bucket_s}
     frame = client.query_df(sql, parameters=params)
+    if frame.empty:
+        return []
     return [
         EdgeWindow(str(caller), str(callee), group.drop(columns=["caller", "callee"]).reset_index(drop=True))
         for (caller, callee), group in frame.groupby(["caller", "callee"], sort=True)

@@ -1,7 +1,7 @@
 """`gatewatch detectors train`: fit the bot model on stored traffic and ground_truth labels.
 
 Samples are client feature rows at window ends every `step_s` over the training span; a client is a
-bot in a sample when ground_truth has a bot entry for it that started before the window's last 30 s.
+bot in a sample when ground_truth has a bot entry for it that started before the window's last 10 s.
 With labels, metrics are measured on the last quarter of the span (held out in time) before the
 final fit on everything.
 """
@@ -45,7 +45,7 @@ def bot_labels(store: Client, db: str) -> list[BotInterval]:
 
 def label(frame: pd.DataFrame, at: float, window_s: float, bots: list[BotInterval]) -> np.ndarray:
     """1 for rows whose client is a labeled bot active in the window ending at `at`."""
-    active = {b.client for b in bots if b.start <= at - 30 and b.end >= at - window_s}
+    active = {b.client for b in bots if b.start <= at - 10 and b.end >= at - window_s}
     return frame["client"].isin(active).to_numpy(int)
 
 
