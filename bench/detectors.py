@@ -27,20 +27,20 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from detectors import simulate  # noqa: E402
-from detectors.botmodel import BotModel  # noqa: E402
-from detectors.config import DetectorConfig  # noqa: E402
-from detectors.controlplane import ControlPlaneService  # noqa: E402
-from detectors.cycle import DetectionCycle  # noqa: E402
-from detectors.features import client_features  # noqa: E402
-from detectors.service import DetectorService  # noqa: E402
-from detectors.sessions import window_features  # noqa: E402
-from gatewatch.decisions import Decision, DecisionKind, Reason, Scope, Target  # noqa: E402
-from gatewatch.settings import Settings  # noqa: E402
-from gatewatch.spanlog import Message, open_span_log  # noqa: E402
-from gatewatch.store import connect  # noqa: E402
-from pipelines.migrate import migrate  # noqa: E402
-from pipelines.service import PipelineService  # noqa: E402
+from detectors import simulate
+from detectors.botmodel import BotModel
+from detectors.config import DetectorConfig
+from detectors.controlplane import ControlPlaneService
+from detectors.cycle import DetectionCycle
+from detectors.features import client_features
+from detectors.service import DetectorService
+from detectors.sessions import window_features
+from gatewatch.decisions import Decision, DecisionKind, Reason, Scope, Target
+from gatewatch.settings import Settings
+from gatewatch.spanlog import Message, open_span_log
+from gatewatch.store import connect
+from pipelines.migrate import migrate
+from pipelines.service import PipelineService
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -175,8 +175,8 @@ def bench_end_to_end(client, base: Settings) -> dict:
         # A live bot and a live fault: spans sent every 0.5 s as they happen.
         onset = time.time()
         rng_seed, t = 8, onset
-        while time.time() - onset < 30 and ("circuit_open", "checkout->payment") not in watcher.seen or \
-                ("rate_limit", "203.0.8.1") not in watcher.seen and time.time() - onset < 30:
+        wanted = {("circuit_open", "checkout->payment"), ("rate_limit", "203.0.8.1")}
+        while time.time() - onset < 30 and not wanted <= watcher.seen.keys():
             chunk = simulate.Scenario()
             end = time.time()
             rng = np.random.default_rng(rng_seed)
