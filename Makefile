@@ -52,5 +52,12 @@ bench: install debian-deps
 	rc=0; for script in bench/*.py; do GATEWATCH_KAFKA=$$bootstrap $(PY) $$script || rc=1; done; \
 	$(BIN)/gatewatch dev kafka stop --state-dir $(KAFKA_STATE); exit $$rc
 
+## eval: detectors' precision/recall/delay report (bench/results/detectors-eval.md/.json); the public
+## benchmark (UCR series 135) is read from the aeon wheel, fetched with pip (never committed)
+eval: install
+	@mkdir -p .gatewatch/datasets; ls .gatewatch/datasets/aeon-*.whl >/dev/null 2>&1 || \
+	  $(PY) -m pip download -q --no-deps aeon==1.6.0 -d .gatewatch/datasets || echo "aeon wheel unavailable: public benchmark skipped"
+	$(BIN)/gatewatch detectors eval --data-dir .gatewatch/eval --datasets .gatewatch/datasets -o bench/results/detectors-eval
+
 clean:
 	rm -rf .gatewatch bench/results test-artifacts
