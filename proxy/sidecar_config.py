@@ -23,14 +23,14 @@ import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from gatewatch.errors import ConfigError
 from proxy.breaker import BreakerConfig
 from proxy.mtls import TlsFiles
 from proxy.retry import RetryConfig
 from proxy.spiffe import DEFAULT_TRUST_DOMAIN, check_service_name
+from proxy.yamlconfig import load_yaml_model
 
 Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -105,6 +105,26 @@ class UpstreamService(_Model):
     def _endpoints(cls, values: list[str]) -> list[str]:
         return [_check_endpoint(value) for value in values]
 
+    @field_validator("breaker")
+    @classmethod
+    def _breaker(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        return _check_overrides(BreakerConfig, overrides)
+
+    @field_validator("retry")
+    @classmethod
+    def _retry(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        return _check_overrides(RetryConfig, overrides)
+
+
+def _check_overrides(kind: type, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Each override must be a valid setting on its own (so its error points at its block)."""
+    try:
+        TypeAdapter(kind).validate_python(overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}") from None
+    return overrides
+
 
 class SidecarConfig(_Model):
     """Everything one sidecar needs."""
@@ -162,19 +182,18 @@ def _valid_name(value: str) -> str:
 
 
 def load_sidecar_config(path: Path, service: str | None = None) -> SidecarConfig:
-    """Read and validate a sidecar YAML file; `service` (from --service) overrides the file's."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read sidecar config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"sidecar config {path} is not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"sidecar config {path} must be a mapping")
-    if service:
-        raw["service"] = service
-    _resolve_paths(raw, path.parent)
-    return parse_sidecar_config(raw, str(path))
+    """Read and validate a sidecar YAML file (errors name file:line: field); `service` (from
+    --service) overrides the file's."""
+
+    def prepare(raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw  # validation reports that the file must be a mapping
+        if service:
+            raw["service"] = service
+        _resolve_paths(raw, path.parent)
+        return raw
+
+    return load_yaml_model(SidecarConfig, path, prepare=prepare)
 
 
 def parse_sidecar_config(raw: dict[str, Any], source: str = "sidecar config") -> SidecarConfig:

@@ -39,8 +39,12 @@ def _located(path: Path, root: yaml.Node | None, loc: Loc, message: str) -> Conf
     return ConfigError(f"{path}:{line}: {field}: {message}")
 
 
-def load_yaml_model(model: type[M], path: Path, text: str | None = None, check: Check | None = None) -> M:
-    """Parse and validate `path`; raises ConfigError("file:line: field: message")."""
+def load_yaml_model(
+    model: type[M], path: Path, text: str | None = None, check: Check | None = None,
+    prepare: Callable[[Any], Any] | None = None,
+) -> M:
+    """Parse and validate `path` (after `prepare(data)`, e.g. flag overrides); raises
+    ConfigError("file:line: field: message")."""
     try:
         source = text if text is not None else path.read_text()
     except OSError as exc:
@@ -52,8 +56,11 @@ def load_yaml_model(model: type[M], path: Path, text: str | None = None, check: 
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    data = data if data is not None else {}
+    if prepare is not None:
+        data = prepare(data)
     try:
-        value = model.model_validate(data if data is not None else {})
+        value = model.model_validate(data)
     except ValidationError as exc:
         error = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more errors)" if exc.error_count() > 1 else ""

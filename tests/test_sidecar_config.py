@@ -57,7 +57,7 @@ BASE = {"service": "checkout", "inbound": {"forward_to": "127.0.0.1:8000"}}
         ({"tls": {"enabled": False}, "services": {"Pay Ment": {"endpoints": ["a:1"]}}}, "service name"),
         ({"tls": {"enabled": False}, "services": {"payment": {"endpoints": []}}}, "services.payment.endpoints"),
         ({"tls": {"enabled": False}, "services": {"payment": {"endpoints": ["a:1"], "breaker": {"x": 1}}}},
-         "services.payment.breaker.x"),
+         "services.payment.breaker: Value error, x:"),
         ({"tls": {"enabled": False}, "retry": {"max_retries": -1}}, "retry.max_retries"),
         ({"tls": {"enabled": False}, "unknown": 1}, "unknown"),
     ],
@@ -70,10 +70,26 @@ def test_bad_configs_name_the_field(extra: dict[str, object], message: str) -> N
 def test_unreadable_or_invalid_yaml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_sidecar_config(tmp_path / "missing.yaml")
-    with pytest.raises(ConfigError, match="not valid YAML"):
-        load_sidecar_config(write(tmp_path, "service: [unclosed"))
-    with pytest.raises(ConfigError, match="mapping"):
+    with pytest.raises(ConfigError, match=r"sidecar\.yaml:2: invalid YAML"):
+        load_sidecar_config(write(tmp_path, "service: checkout\ninbound: [unclosed"))
+    with pytest.raises(ConfigError, match="valid dictionary"):
         load_sidecar_config(write(tmp_path, "- a\n- b\n"))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("breaker: {window_s: 5}", "breaker: {window_s: -5}", r"sidecar\.yaml:11: breaker\.window_s"),
+        ("{consecutive_failures: 3}", "{consecutive_failures: 0}",
+         r"sidecar\.yaml:9: services\.payment\.breaker: .*consecutive_failures"),
+        ('["127.0.0.1:15016", "127.0.0.1:15017"]', "[]", r"sidecar\.yaml:8: services\.payment\.endpoints"),
+        ("forward_to: \"127.0.0.1:8000\"", "forward_to: nowhere", r"sidecar\.yaml:3: inbound\.forward_to"),
+    ],
+)
+def test_file_errors_name_the_line(tmp_path: Path, old: str, new: str, message: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ConfigError, match=message):
+        load_sidecar_config(write(tmp_path, GOOD.replace(old, new)))
 
 
 def test_cli_reports_bad_config_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
