@@ -23,6 +23,8 @@ class DetectorConfig(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GATEWATCH_DETECTORS_", extra="ignore")
 
+    gateway_services: str = Field(default="gatewatch-gateway",
+                                  description="ServiceNames of gateways (comma-separated); empty = any")
     interval_s: float = Field(default=5.0, gt=0, description="seconds between detection cycles")
     client_window_s: int = Field(default=120, ge=10)
     min_client_requests: int = Field(default=20, ge=1, description="fewer requests in the window: not scored")

@@ -80,7 +80,7 @@ class DetectionCycle:
         """One full cycle at `now` (default: the wall clock)."""
         started = time.perf_counter()
         now = now or utcnow()
-        frame = client_features(self.store, self.db, now, self.config.client_window_s)
+        frame = client_features(self.store, self.db, now, self.config.client_window_s, self.config.gateway_services)
         model = self._model(frame, now)
         result = CycleResult(now, frame)
         if model is not None:
@@ -92,7 +92,8 @@ class DetectionCycle:
         if self._tuned_at is None or (now - self._tuned_at).total_seconds() >= TUNER_EVERY_S:
             self._tuned_at = now
             flagged = {t.split(":", 1)[1] for t in self.keepers["bot"].active}
-            rates = route_client_rates(self.store, self.db, now, self.config.tuner_window_s)
+            rates = route_client_rates(self.store, self.db, now, self.config.tuner_window_s,
+                                       self.config.gateway_services)
             result.decisions += self.keepers["tuner"].reconcile(self.tuner.wants(rates, flagged), now)
         live = [d for name in ("bot", "spike") for d in self.keepers[name].active.values()]
         result.alerts = self.alerter.sync([alert_for(d) for d in live], now)

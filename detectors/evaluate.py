@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
 UCR_MEMBER = "aeon/datasets/data/KDD-TSAD_135/135_UCR_Anomaly_InternalBleeding16_{split}.csv"
-HELD_OUT = ({"seed": 201, "bots": ("scraper", "stuffer", "hammer"), "fault": "errors"},
+HELD_OUT: tuple[dict[str, Any], ...] = ({"seed": 201, "bots": ("scraper", "stuffer", "hammer"), "fault": "errors"},
             {"seed": 202, "bots": ("scraper", "hammer"), "fault": "latency"},
             {"seed": 203, "bots": ("stuffer",), "fault": "errors"})
 DURATION_S, BOT_AFTER_S, FAULT_AFTER_S, STEP_S = 600.0, 240.0, 420.0, 5.0

@@ -40,6 +40,7 @@ AUTOMATION_UA = (
 AUTH_PATH = r"(?i)(?:login|logout|signin|signup|auth|token|password|session|otp)"
 
 ERROR_STATUS = "StatusCode IN ('Error', 'STATUS_CODE_ERROR')"
+DEFAULT_GATEWAYS = "gatewatch-gateway"  # the gateway's default tracing service name
 
 
 def ns(moment: datetime) -> int:
@@ -83,15 +84,21 @@ GROUP BY client
 """
 
 
+# Only the gateway's spans describe clients: sidecars also record client.address (their callers).
 _CLIENT_WINDOW = """Timestamp > fromUnixTimestamp64Nano(%(lo)s) AND Timestamp <= fromUnixTimestamp64Nano(%(hi)s)
-  AND SpanAttributes['client.address'] != ''"""
+  AND SpanAttributes['client.address'] != ''
+  AND (%(gateways)s = '' OR has(splitByChar(',', %(gateways)s), ServiceName))"""
 
 
-def client_features(client: Client, db: str, now: datetime, window_s: int) -> pd.DataFrame:
-    """One row per client seen in (now - window, now]: `client`, `n`, first/last seen, CLIENT_FEATURES."""
+def client_features(client: Client, db: str, now: datetime, window_s: int,
+                    gateways: str = DEFAULT_GATEWAYS) -> pd.DataFrame:
+    """One row per client seen in (now - window, now]: `client`, `n`, first/last seen, CLIENT_FEATURES.
+
+    `gateways`: comma-separated ServiceNames whose spans count (empty = every span with client.address).
+    """
     hi = ns(now)
     params = {"lo": hi - window_s * 1_000_000_000, "hi": hi, "window": float(window_s),
-              "auth_re": AUTH_PATH, "ua_re": AUTOMATION_UA}
+              "auth_re": AUTH_PATH, "ua_re": AUTOMATION_UA, "gateways": gateways}
     frame = client.query_df(_client_sql(db), parameters=params)
     if frame.empty:
         return pd.DataFrame(columns=["client", "n", "first_seen", "last_seen", *CLIENT_FEATURES])
@@ -129,6 +136,8 @@ SELECT ServiceName AS caller, SpanAttributes['peer.service'] AS callee,
 FROM {db}.otel_traces
 WHERE Timestamp > fromUnixTimestamp64Nano(%(lo)s) AND Timestamp <= fromUnixTimestamp64Nano(%(hi)s)
   AND SpanAttributes['peer.service'] != ''
+  -- calls our own open breaker refused never reached the callee: they say nothing about its health
+  AND SpanAttributes['gatewatch.breaker.state'] != 'open'
 GROUP BY caller, callee, bucket
 ORDER BY caller, callee, bucket
 """
@@ -142,7 +151,8 @@ ORDER BY caller, callee, bucket
     ]
 
 
-def route_client_rates(client: Client, db: str, now: datetime, window_s: int) -> pd.DataFrame:
+def route_client_rates(client: Client, db: str, now: datetime, window_s: int,
+                       gateways: str = DEFAULT_GATEWAYS) -> pd.DataFrame:
     """Per route, client class and client: requests in each minute of (now - window, now].
 
     Columns: route, client_class ('automation' or 'browser'), per_min (one row per client-minute).
@@ -155,9 +165,8 @@ SELECT concat(SpanAttributes['http.request.method'], ' ', SpanAttributes['http.r
        toStartOfMinute(Timestamp) AS minute,
        count() AS per_min
 FROM {db}.otel_traces
-WHERE Timestamp > fromUnixTimestamp64Nano(%(lo)s) AND Timestamp <= fromUnixTimestamp64Nano(%(hi)s)
-  AND SpanAttributes['client.address'] != '' AND SpanAttributes['http.route'] != ''
+WHERE {_CLIENT_WINDOW} AND SpanAttributes['http.route'] != ''
 GROUP BY route, client_class, client, minute
 """
-    params = {"lo": hi - window_s * 1_000_000_000, "hi": hi, "ua_re": AUTOMATION_UA}
+    params = {"lo": hi - window_s * 1_000_000_000, "hi": hi, "ua_re": AUTOMATION_UA, "gateways": gateways}
     return client.query_df(sql, parameters=params)

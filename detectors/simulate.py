@@ -31,6 +31,7 @@ PAGES = (("GET", "/", "/"), ("GET", "/api/products", "/api/products"), ("GET", "
          ("GET", "/api/search", "/api/search"), ("POST", "/api/cart", "/api/cart"),
          ("GET", "/api/account", "/api/account"))
 BOT_KINDS = ("scraper", "stuffer", "hammer")
+GATEWAY = "gatewatch-gateway"  # the gateway's default tracing service name
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +201,8 @@ def span_rows(s: Scenario) -> Iterator[list[Any]]:
     """`otel_traces` rows (SPAN_COLUMNS order) for direct inserts in unit tests and benchmarks."""
     for r in s.requests:
         trace, span = _ids()
-        yield [datetime.fromtimestamp(r.ts, UTC), trace, span, "", f"{r.method} {r.route}", "Server", "gateway",
-               {"service.name": "gateway"}, request_attributes(r), int(r.duration_ms * 1e6),
+        yield [datetime.fromtimestamp(r.ts, UTC), trace, span, "", f"{r.method} {r.route}", "Server", GATEWAY,
+               {"service.name": GATEWAY}, request_attributes(r), int(r.duration_ms * 1e6),
                "Error" if r.status >= 500 else "Unset"]
     for c in s.calls:
         trace, span = _ids()
@@ -251,7 +252,7 @@ def otlp_requests(s: Scenario, per_request: int = 500) -> Iterator[ExportTraceSe
                     status=Status(code=Status.STATUS_CODE_ERROR if error else Status.STATUS_CODE_UNSET))
 
     items: list[tuple[str, Span]] = [
-        ("gateway", span(r.ts, r.duration_ms, f"{r.method} {r.route}", Span.SPAN_KIND_SERVER,
+        (GATEWAY, span(r.ts, r.duration_ms, f"{r.method} {r.route}", Span.SPAN_KIND_SERVER,
                          request_attributes(r), r.status >= 500)) for r in s.requests
     ] + [
         (c.caller, span(c.ts, c.duration_ms, "POST", Span.SPAN_KIND_CLIENT, call_attributes(c), c.status >= 500))

@@ -24,6 +24,7 @@ from detectors.robust import mad_scale, z_to_score
 PRIOR_ERROR_RATE = 0.01  # expectation for an edge with no history yet
 MIN_RATE_EXCESS = 0.05   # an error-rate rise below 5 points is never a spike
 MIN_LATENCY_RATIO = 1.5  # a p99 below 1.5x the expected p99 is never a spike
+MIN_LATENCY_RISE_MS = 50.0  # nor a rise under 50 ms: millisecond wobble on a busy host is not a failure
 SPIKE_Z = 4.0
 
 
@@ -104,7 +105,7 @@ class SpikeDetector:
         kind, z = "", 0.0
         if errors >= self.config.edge_min_errors and rate - expected >= MIN_RATE_EXCESS and z_err >= SPIKE_Z:
             kind, z = "errors", z_err
-        elif p99 >= MIN_LATENCY_RATIO * expected_p99 and z_lat >= SPIKE_Z:
+        elif p99 >= max(MIN_LATENCY_RATIO * expected_p99, expected_p99 + MIN_LATENCY_RISE_MS) and z_lat >= SPIKE_Z:
             kind, z = "latency", z_lat
         if not kind:
             return None
@@ -115,6 +116,7 @@ class SpikeDetector:
                expected_p99: float) -> datetime:
         """Start of the trailing run of abnormal buckets (buckets with too few calls do not break it)."""
         onset = times[-1]
+        latency_floor = max(MIN_LATENCY_RATIO * expected_p99, expected_p99 + MIN_LATENCY_RISE_MS)
         for i in range(len(frame) - 1, -1, -1):
             calls = int(frame["calls"].iloc[i])
             if calls < 3:
@@ -122,7 +124,7 @@ class SpikeDetector:
             if kind == "errors":
                 bad = frame["errors"].iloc[i] / calls >= expected + MIN_RATE_EXCESS
             else:
-                bad = frame["p99_ms"].iloc[i] >= MIN_LATENCY_RATIO * expected_p99
+                bad = frame["p99_ms"].iloc[i] >= latency_floor
             if not bad:
                 break
             onset = times[i]

@@ -56,7 +56,7 @@ def samples(store: Client, db: str, config: DetectorConfig, start: datetime, end
     frames, labels, times = [], [], []
     at = start + timedelta(seconds=config.client_window_s)
     while at <= end:
-        frame = client_features(store, db, at, config.client_window_s)
+        frame = client_features(store, db, at, config.client_window_s, config.gateway_services)
         frame = frame[frame["n"] >= config.min_client_requests]
         if not frame.empty:
             frames.append(frame)
