@@ -4,15 +4,14 @@ an admin port (/metrics, /healthz), decisions from the control plane, and config
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
 from pathlib import Path
 
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from gatewatch.errors import ConfigError, GatewatchError
+from gatewatch.errors import ConfigError
+from gatewatch.loopthread import LoopThread
 from gatewatch.settings import Settings
 from proxy import mtls
 from proxy.admin import start_admin
@@ -120,71 +119,30 @@ class GatewayService:
         self.port = 0
         self.admin_port = 0
         self.config_version = 1
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        self._stopped: asyncio.Event | None = None
-        self._error: BaseException | None = None
+        self._runner = LoopThread("gatewatch-gateway", self._serve, self._shutdown)
         self._compiled: _Compiled | None = None
         self._routing: RoutingPolicy | None = None
         self._server: HttpServer | None = None
         self._admin: HttpServer | None = None
         self._caller = UpstreamCaller()
-        self._tasks: list[asyncio.Task[None]] = []
         self._provider: TracerProvider | None = None
         self._config_mtime = self._mtime()
 
     # Service protocol
     def start(self) -> None:
         """Start the loop thread; returns once both listeners are bound."""
-        self._thread = threading.Thread(target=self._run, name="gatewatch-gateway", daemon=True)
-        self._thread.start()
-        self._ready.wait(30)
-        if self._error is not None:
-            error = self._error
-            raise error if isinstance(error, GatewatchError) else GatewatchError(f"gateway cannot start: {error}")
-        if not self._ready.is_set():
-            raise GatewatchError("gateway did not start within 30s")
+        self._runner.start()
         log.info("gateway listening on %s:%d (admin %d)", self.settings.host, self.port, self.admin_port)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Drain in-flight requests (up to the config's drain timeout) and stop."""
-        loop, stopped = self._loop, self._stopped
-        if loop is not None and stopped is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stopped.set)
-        if self._thread is not None:
-            self._thread.join(timeout_s + self.config.limits.drain_timeout_s)
+        self._runner.stop(drain_s=self.config.limits.drain_timeout_s, grace_s=timeout_s)
 
     def reload(self) -> None:
         """Re-read the config file (SIGHUP); thread-safe."""
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(lambda: self._loop and self._loop.create_task(self._reload()))
+        self._runner.spawn(self._reload())
 
     # event loop side
-    def _run(self) -> None:
-        try:
-            import uvloop
-
-            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
-            loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as exc:  # surfaced by start()
-            self._error = exc
-            self._ready.set()
-        finally:
-            loop.close()
-
-    async def _main(self) -> None:
-        self._stopped = asyncio.Event()
-        await self._serve()
-        self._ready.set()
-        await self._stopped.wait()
-        await self._shutdown()
-
     async def _serve(self) -> None:
         config = self.config
         compiled = _Compiled(config, None)
@@ -217,13 +175,9 @@ class GatewayService:
         self._admin = await start_admin(self.registry, self._health, host, admin_port, "gateway")
         self.port, self.admin_port = self._server.port, self._admin.port
         source = decision_source(self.settings, self.decisions, config.decisions_file)
-        self._start_task(self._run_source(source))
+        self._runner.spawn(self._run_source(source))
         if self.config_path is not None:
-            self._start_task(self._watch_config())
-
-    def _start_task(self, coroutine: object) -> None:
-        assert asyncio.iscoroutine(coroutine)
-        self._tasks.append(asyncio.get_running_loop().create_task(coroutine))
+            self._runner.spawn(self._watch_config())
 
     async def _run_source(self, source: DecisionSource | None) -> None:
         while True:
@@ -232,11 +186,9 @@ class GatewayService:
             await asyncio.sleep(1.0)
             self.decisions.purge()
 
-    async def _shutdown(self) -> None:
-        for task in self._tasks:
-            task.cancel()
+    async def _shutdown(self, drain_s: float) -> None:
         if self._server is not None:
-            await self._server.stop(self.config.limits.drain_timeout_s)
+            await self._server.stop(drain_s)
         if self._admin is not None:
             await self._admin.stop(1.0)
         self._caller.close()

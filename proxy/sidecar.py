@@ -11,17 +11,14 @@ so embedded mode can host sidecars next to the other stages in one process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
-from gatewatch.errors import GatewatchError
+from gatewatch.loopthread import LoopThread
 from gatewatch.settings import Settings
 from proxy import mtls
 from proxy.admin import start_admin
@@ -62,11 +59,9 @@ class SidecarService:
         self.registry: dict[str, Upstream] = build_registry(config, client_tls)
         self.metrics = SidecarMetrics(CollectorRegistry())
         self.metrics.watch_breakers(self.registry)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner = LoopThread(self.name, self._serve, self._shutdown)
         self._servers: list[HttpServer] = []
         self._callers: list[UpstreamCaller] = []
-        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def inbound_port(self) -> int:
@@ -85,48 +80,14 @@ class SidecarService:
 
     def start(self) -> None:
         """Bind both listeners and start following decisions; returns once serving."""
-        self._loop = _new_loop()
-        ready: asyncio.Future[None] = self._loop.create_future()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name=self.name, daemon=True)
-        self._thread.start()
-        try:
-            asyncio.run_coroutine_threadsafe(_wait(ready), self._loop).result(timeout=30)
-        except Exception as exc:
-            self.stop(timeout_s=1.0)
-            raise GatewatchError(f"{self.name} could not start: {exc}") from None
+        self._runner.start()
         log.info("%s: inbound %s:%d -> %s, outbound %s:%d (%s), admin %d", self.name, self.settings.host,
                  self.inbound_port, self.config.inbound.forward_to, self.settings.host, self.outbound_port,
                  "mTLS" if self.config.tls.enabled else "plain HTTP", self.admin_port)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Drain in-flight requests (up to `timeout_s`), close listeners and upstream connections."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        if loop.is_running():
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(self._shutdown(timeout_s), loop).result(timeout_s + 5)
-            loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout_s + 5)
-        self._loop = self._thread = None
-
-    def _run(self, ready: asyncio.Future[None]) -> None:
-        loop = self._loop
-        assert loop is not None
-        asyncio.set_event_loop(loop)
-        loop.create_task(self._startup(ready))
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
-
-    async def _startup(self, ready: asyncio.Future[None]) -> None:
-        try:
-            await self._serve()
-        except Exception as exc:
-            ready.set_exception(exc)
-            return
-        ready.set_result(None)
+        self._runner.stop(timeout_s)
 
     async def _serve(self) -> None:
         tracer = self._tracer()
@@ -174,9 +135,8 @@ class SidecarService:
         return (provider or trace.get_tracer_provider()).get_tracer(INSTRUMENTATION)
 
     def _follow_decisions(self) -> None:
-        loop = asyncio.get_running_loop()
         # The store may be updated from another thread (embedded mode, tests): apply on our loop.
-        self.decisions.subscribe(lambda store: _call_soon(loop, apply_decisions, self.registry, store))
+        self.decisions.subscribe(lambda store: self._runner.call_soon(apply_decisions, self.registry, store))
         apply_decisions(self.registry, self.decisions)
         if not (self.settings.control_plane_url or self._decisions_file):
             return
@@ -184,31 +144,12 @@ class SidecarService:
 
         source = decision_source(self.settings, self.decisions, self._decisions_file)
         if source is not None:
-            self._tasks.append(loop.create_task(source.run()))
+            self._runner.spawn(source.run())
 
     async def _shutdown(self, timeout_s: float) -> None:
-        for task in self._tasks:
-            task.cancel()
         await asyncio.gather(*(server.stop(timeout_s) for server in self._servers), return_exceptions=True)
         for caller in self._callers:
             caller.close()
         if self._own_provider is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._own_provider.shutdown)
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, func: Callable[..., Any], *args: Any) -> None:
-    if not loop.is_closed():
-        loop.call_soon_threadsafe(func, *args)
-
-
-async def _wait(future: Awaitable[None]) -> None:
-    await future
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
