@@ -64,5 +64,9 @@ class DecisionStore:
         """Call `listener(store)` after every update (e.g. to refresh a gauge or a breaker)."""
         self._listeners.append(listener)
 
+    def __bool__(self) -> bool:
+        """True while any decision (possibly just expired) is held: O(1), for the hot path."""
+        return bool(self._by_target)
+
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._by_target.values())

@@ -109,21 +109,29 @@ class AccessPolicy:
         exchange.set_attribute(OUTCOME, "dry_run_limited")
         return None
 
+    def _decide(self, exchange: Exchange, identity: Identity | None, verdicts: list[Verdict]) -> Response | None:
+        """Apply the decisions on the client (address, subject) and on the route, in that order."""
+        keys = [exchange.client_address]
+        if identity is not None and identity.subject:
+            keys.append(identity.subject)
+        for key in keys:
+            for decision in self.store.active("client", key):
+                answer = self._apply(exchange, decision, key, verdicts)
+                if answer is not None:
+                    return answer
+        for decision in self.store.active("route", exchange.route.decision_key(exchange.request.method)):
+            answer = self._apply(exchange, decision, "", verdicts)
+            if answer is not None:
+                return answer
+        return None
+
     async def handle(self, exchange: Exchange, call_next: CallNext) -> Response:
         route = exchange.route
         identity: Identity | None = exchange.state.get("identity")
         verdicts: list[Verdict] = []
         store = self.store
-        keys = [exchange.client_address]
-        if identity is not None and identity.subject:
-            keys.append(identity.subject)
-        for key in keys:
-            for decision in store.active("client", key):
-                answer = self._apply(exchange, decision, key, verdicts)
-                if answer is not None:
-                    return answer
-        for decision in store.active("route", route.decision_key(exchange.request.method)):
-            answer = self._apply(exchange, decision, "", verdicts)
+        if store:  # no decisions in force (the usual case): skip the three lookups
+            answer = self._decide(exchange, identity, verdicts)
             if answer is not None:
                 return answer
         for limiter, kind in route.policy.get("rate_limits", ()):
