@@ -121,6 +121,25 @@ def paced_script(prefix: Path, rate: float, connections: int) -> Path:
     return script
 
 
+def cpu_s(pids: list[int]) -> float:
+    """utime + stime of processes (all their threads), in seconds, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def measured(url: str, headers: list[str], pids: list[int]) -> dict[str, float]:
+    """Closed-loop max rate, plus the CPU the serving processes spent per request (us)."""
+    before = cpu_s(pids)
+    result = wrk(url, CONNECTIONS, headers)
+    requests = result["rps"] * DURATION_S
+    result["cpu_us_per_request"] = (cpu_s(pids) - before) / requests * 1e6 if requests else 0.0
+    return result
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of a process, from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -164,16 +183,21 @@ def main() -> int:
             "nginx": (f"http://127.0.0.1:{nginx_port}/", []),
             "gatewatch": (f"http://127.0.0.1:{gw_port}/", auth),
         }
+        load_before = os.getloadavg()
         wrk(targets["gatewatch"][0], 4, auth)  # warm-up: connections, JIT-free but caches filled
-        peak = {name: wrk(url, CONNECTIONS, headers) for name, (url, headers) in targets.items()}
+        workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(nginx.pid)], capture_output=True,
+                                                      text=True).stdout.split()]
+        # CPU per request: nginx's worker serves the upstream too, so its proxy share is nginx - direct;
+        # the gateway's is its own process (event loop + span export thread).
+        serving = {"direct": workers, "nginx": workers, "gatewatch": [gateway.pid]}
+        peak = {name: measured(url, headers, serving[name]) for name, (url, headers) in targets.items()}
+        peak["nginx"]["cpu_us_per_request"] -= peak["direct"]["cpu_us_per_request"]
         rate = peak["gatewatch"]["rps"] / 2
         script = paced_script(prefix, rate, PACED_CONNECTIONS)
         paced = {name: wrk(url, PACED_CONNECTIONS, headers, script) for name, (url, headers) in targets.items()}
         gateway_rss = rss_mb(gateway.pid)
-        nginx_rss = rss_mb(nginx.pid) + sum(
-            rss_mb(int(pid)) for pid in subprocess.run(["pgrep", "-P", str(nginx.pid)], capture_output=True,
-                                                         text=True).stdout.split()
-        )
+        nginx_rss = rss_mb(nginx.pid) + sum(rss_mb(pid) for pid in workers)
+        load_after = os.getloadavg()
     finally:
         for process in reversed(processes):
             process.send_signal(signal.SIGTERM)
@@ -186,12 +210,17 @@ def main() -> int:
     added_p50 = paced["gatewatch"]["p50_ms"] - paced["direct"]["p50_ms"]
     added_p99 = paced["gatewatch"]["p99_ms"] - paced["direct"]["p99_ms"]
     ratio = peak["gatewatch"]["rps"] / peak["nginx"]["rps"]
-    print(f"\ngateway benchmark: wrk -t1, {DURATION_S}s per run, {os.cpu_count()} CPUs (shared)")
-    print(f"{'target':<11}{'max rps':>10}{'p50 ms':>9}{'p99 ms':>9}   |{'paced rps':>10}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"\ngateway benchmark: wrk -t1, {DURATION_S}s per run, {os.cpu_count()} CPUs (shared); load average "
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")
+    print(f"{'target':<11}{'max rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/req':>11}   |"
+          f"{'paced rps':>10}{'p50 ms':>9}{'p99 ms':>9}")
     for name in targets:
         a, b = peak[name], paced[name]
-        print(f"{name:<11}{a['rps']:>10.0f}{a.get('p50_ms', 0):>9.2f}{a.get('p99_ms', 0):>9.2f}   |"
+        print(f"{name:<11}{a['rps']:>10.0f}{a.get('p50_ms', 0):>9.2f}{a.get('p99_ms', 0):>9.2f}"
+              f"{a['cpu_us_per_request']:>11.1f}   |"
               f"{b['rps']:>10.0f}{b.get('p50_ms', 0):>9.2f}{b.get('p99_ms', 0):>9.2f}")
+    print("CPU us/req: direct = nginx serving 'ok'; nginx = its proxy share (worker minus direct); "
+          "gatewatch = the gateway process")
     print(f"paced at {rate:.0f} rps (half of the gateway's max) with {PACED_CONNECTIONS} connections")
     print(f"gateway/nginx throughput: {ratio:.0%} (target >= 50%)")
     print(f"added latency over direct at half max rate: p50 {added_p50:+.2f} ms (target <= 0.5), "
@@ -205,6 +234,8 @@ def main() -> int:
         "peak": peak, "paced_rate_rps": rate, "paced": paced, "throughput_vs_nginx": ratio,
         "added_latency_ms": {"p50": added_p50, "p99": added_p99},
         "rss_mb": {"gateway": gateway_rss, "nginx": nginx_rss},
+        "load_average": {"before": load_before[0], "after": load_after[0]},
+        "cpu_us_per_request": {name: peak[name]["cpu_us_per_request"] for name in targets},
         "targets": {"throughput_vs_nginx": 0.5, "added_p50_ms": 0.5, "added_p99_ms": 2.0},
     }, indent=2))
     return 0
