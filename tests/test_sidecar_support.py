@@ -105,7 +105,8 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout_s: float
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}: {process.stderr and process.stderr.read()!r}")
+            stderr = process.stderr.read() if process.stderr else b""
+            raise RuntimeError(f"process exited with {process.returncode}: {stderr!r}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             return
