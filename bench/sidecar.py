@@ -233,6 +233,7 @@ def run_mesh(workdir: Path, server_port: int, sink_port: int, pki: Path | None) 
 
 def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
     server_port, sink_port = free_port(), free_port()
     servers = [subprocess.Popen([sys.executable, __file__, "--serve", str(port)]) for port in (server_port, sink_port)]
     try:
@@ -248,6 +249,8 @@ def main() -> int:
         for process in servers:
             stop(process)  # type: ignore[arg-type]
     report = build_report(direct, {"plain": plain, "mtls": mtls})
+    # The machine may be shared: the load average says how much the numbers are worth.
+    report["load_average"] = {"before": load_before, "after": os.getloadavg()[0]}
     print_table(report)
     (RESULTS / "sidecar.json").write_text(json.dumps(report, indent=2))
     return 0
@@ -274,6 +277,9 @@ def build_report(direct: dict[str, Any], meshes: dict[str, dict[str, Any]]) -> d
 def print_table(report: dict[str, Any]) -> None:
     header = (f"{'mode':<6} {'rps':>5} {'direct p50/p99':>15} {'mesh p50/p99':>14} {'hop p50':>8} {'hop p99':>8} "
               f"{'errors':>6} {'cpu/1k rps':>10} {'RSS MB':>7}")
+    load = report.get("load_average")
+    if load:
+        print(f"{os.cpu_count()} CPUs, load average {load['before']:.1f} before, {load['after']:.1f} after")
     print(header)
     print("-" * len(header))
     for row in report["rows"]:
