@@ -238,7 +238,7 @@ def main() -> int:
     servers = [subprocess.Popen([sys.executable, __file__, "--serve", str(port)]) for port in (server_port, sink_port)]
     try:
         for port, process in zip((server_port, sink_port), servers, strict=True):
-            wait_listening(port, process)  # type: ignore[arg-type]
+            wait_listening(port, process)
         with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as tmp:
             workdir = Path(tmp)
             pki = make_pki(workdir / "pki", "client", "server")
@@ -247,7 +247,7 @@ def main() -> int:
             mtls = run_mesh(workdir, server_port, sink_port, pki)
     finally:
         for process in servers:
-            stop(process)  # type: ignore[arg-type]
+            stop(process)
     report = build_report(direct, {"plain": plain, "mtls": mtls})
     # The machine may be shared: the load average says how much the numbers are worth.
     report["load_average"] = {"before": load_before, "after": os.getloadavg()[0]}
