@@ -21,6 +21,7 @@ from gatewatch.devkafka import free_port
 from gatewatch.settings import Settings
 from gatewatch.spanlog import EmbeddedLog, SpanLog
 from gatewatch.topics import ensure_topics, topic_specs
+from pipelines.service import CRASH_ENV
 from tests.faults.faults import ROOT, FlakyStore, PrivateKafka, StageProcess
 from tests.faults.harness import CaseResult, Scale, delivery, finish
 from tests.faults.workload import OtlpSender, SendStats, run_id, stored_span_ids, wait_drained, wait_stored
@@ -36,10 +37,14 @@ class CaseEnv:
 
 
 def with_ports(settings: Settings, **extra: Any) -> Settings:
-    """Settings with free listener ports for the collector (and anything in `extra`)."""
+    """Settings with free listener ports and a consumer group of the case's own (plus `extra`).
+
+    Small batches, so a kill or outage catches several of them in flight.
+    """
     return settings.model_copy(
         update={"collector_http_port": free_port(), "collector_grpc_port": free_port(),
-                "pipeline_metrics_port": free_port(), **extra}
+                "pipeline_metrics_port": free_port(), "pipeline_group": f"pipeline-{settings.database}",
+                "pipeline_batch_rows": 500, "pipeline_batch_seconds": 0.5, **extra}
     )
 
 
@@ -162,7 +167,8 @@ def pipeline_killed(env: CaseEnv, scale: Scale) -> CaseResult:
 
     result = CaseResult(
         "pipeline_killed",
-        f"{scale.spans} spans; pipeline process SIGKILLed {scale.faults}x mid-batch and restarted",
+        f"{scale.spans} spans; pipeline process dies right after an insert, before its commit, then is "
+        f"SIGKILLed {scale.faults - 1}x more at random; restarted each time",
         "replayed batches are deduplicated by their insert token; lost=0 duplicated=0",
     )
     # The child owns its own chDB engine (one per process), so it gets a store path of its own.
@@ -172,11 +178,17 @@ def pipeline_killed(env: CaseEnv, scale: Scale) -> CaseResult:
     service = run_id()
     sender = OtlpSender(settings.collector_endpoint, service, rate_per_s=_rate(scale))
 
-    def bounce(_: int) -> None:
+    deaths = {"hook": 0.0, "sigkill": 0.0}
+
+    def bounce(index: int) -> None:
+        if index == 0:  # the crash hook: insert done, offsets not committed, process gone
+            deaths["hook"] += pipeline.wait_exit(60.0) == CRASH_EXIT
+        else:
+            deaths["sigkill"] += 1
         pipeline.kill()
         pipeline.start()
 
-    pipeline.start()
+    pipeline.start(env={CRASH_ENV: "2"})
     try:
         with running(CollectorService(settings)):
             stats = _send_with_faults(sender, scale, bounce)
@@ -184,7 +196,13 @@ def pipeline_killed(env: CaseEnv, scale: Scale) -> CaseResult:
     finally:
         pipeline.stop()
     stored = _count_in_child(settings, service)
-    return finish(result, delivery(stats.sent, stats.acked_ids, stored), **_retries(stats))
+    outcome = finish(result, delivery(stats.sent, stats.acked_ids, stored), **_retries(stats), **deaths)
+    if not deaths["hook"]:
+        outcome.ok, outcome.verdict, outcome.detail = False, "FAIL", "the pipeline never crashed after an insert"
+    return outcome
+
+
+CRASH_EXIT = 75  # pipelines.service's crash hook exits with this code
 
 
 def _count_in_child(settings: Settings, service: str) -> list[str]:
@@ -200,7 +218,8 @@ def _count_in_child(settings: Settings, service: str) -> list[str]:
 
 def _retries(stats: SendStats) -> dict[str, float]:
     """Non-200 attempts the client saw (what the fault looked like from outside)."""
-    return {"refused_attempts": float(sum(n for status, n in stats.statuses.items() if status != "200"))}
+    refused = sum(n for status, n in stats.statuses.items() if status != "200")
+    return {"refused_attempts": float(refused), "client_outage_s": round(stats.longest_outage_s, 1)}
 
 
 DELIVERY_CASES: dict[str, Callable[[CaseEnv, Scale], CaseResult]] = {

@@ -27,6 +27,7 @@ class PrivateKafka:
         self.bootstrap = ""
 
     def start(self) -> str:
+        _share_jars(self.state_dir)
         self.bootstrap = devkafka.start(self.state_dir).bootstrap
         return self.bootstrap
 
@@ -41,8 +42,14 @@ class PrivateKafka:
         devkafka.stop(self.state_dir)
 
 
-class StoreDown(Exception):
-    """Raised by FlakyStore while its outage lasts (what a refused connection looks like)."""
+def _share_jars(state_dir: Path) -> None:
+    """Point the broker's jar folder at one resolved once per checkout (Maven is slow to ask)."""
+    shared = ROOT / ".gatewatch" / "reliability-jars"
+    devkafka.resolve_jars(shared)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    libs = state_dir / "libs"
+    if not libs.exists():
+        libs.symlink_to(shared / "libs", target_is_directory=True)
 
 
 class FlakyStore:
@@ -88,8 +95,8 @@ class StageProcess:
         self.role, self.settings, self.log_path = role, settings, log_path
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout_s: float = 120.0) -> None:
-        """Spawn the child and wait for it to say it is ready."""
+    def start(self, timeout_s: float = 120.0, env: dict[str, str] | None = None) -> None:
+        """Spawn the child (with extra `env`) and wait for it to say it is ready."""
         payload = self.settings.model_dump(mode="json")
         payload["control_token"] = self.settings.control_token.get_secret_value()
         ready = self.log_path.with_suffix(f".{self.role}.ready")
@@ -98,6 +105,7 @@ class StageProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tests.faults.child", self.role, json.dumps(payload), str(ready)],
                 cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, **(env or {})},
             )
         deadline = time.monotonic() + timeout_s
         while not ready.exists():
@@ -107,6 +115,15 @@ class StageProcess:
                 self.kill()
                 raise RuntimeError(f"{self.role} child not ready in {timeout_s:.0f}s: {self.tail()}")
             time.sleep(0.2)
+
+    def wait_exit(self, timeout_s: float) -> int | None:
+        """The child's exit code once it ends by itself, None if still running after `timeout_s`."""
+        if self.process is None:
+            return None
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
 
     def kill(self) -> None:
         """SIGKILL: no flush, no commit, no goodbye."""

@@ -68,11 +68,19 @@ class SendStats:
     sent: int = 0
     acked_ids: set[str] = field(default_factory=set)
     statuses: dict[str, int] = field(default_factory=dict)
+    longest_outage_s: float = 0.0  # longest time from a refused attempt to the next success
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _failing_since: float | None = None
 
     def note(self, status: str) -> None:
+        now = time.monotonic()
         with self.lock:
             self.statuses[status] = self.statuses.get(status, 0) + 1
+            if status != "200":
+                self._failing_since = self._failing_since or now
+            elif self._failing_since is not None:
+                self.longest_outage_s = max(self.longest_outage_s, now - self._failing_since)
+                self._failing_since = None
 
     def ack(self, ids: list[str]) -> None:
         with self.lock:
