@@ -52,7 +52,7 @@ def synthetic_window(client, db: str, spans: int, now: float) -> None:
 INSERT INTO {db}.otel_traces (Timestamp, TraceId, SpanId, SpanName, SpanKind, ServiceName, SpanAttributes,
                               Duration, StatusCode)
 SELECT fromUnixTimestamp64Nano(toInt64(({now} - 119 + (number % 119000) / 1000) * 1e9)), hex(number), hex(number),
-       'GET /api/products', 'Server', 'gatewatch-gateway',
+       'GET /api/products', 'Server', 'gateway',
        map('client.address', concat('10.1.', toString(number % 2000 DIV 250), '.', toString(number % 250)),
            'url.path', concat('/api/products/', toString(number % 97)), 'http.route', '/api/products',
            'http.request.method', 'GET', 'http.response.status_code', if(number % 50 = 0, '404', '200'),

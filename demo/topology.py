@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from demo.services import EDGES, JWT_AUDIENCE, JWT_ISSUER, SERVICES
+from gatewatch.semconv import GATEWAY_SERVICE
 
-GATEWAY_SERVICE = "gateway"
 # Services the gateway routes to (the others are only called by services).
 EDGE_SERVICES = ("storefront", "catalog", "checkout", "auth")
 # Per-client limit every route has anyway: far above a human's pace, so bots are slowed by decisions.

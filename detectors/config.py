@@ -16,6 +16,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gatewatch.decisions import Mode
+from gatewatch.semconv import GATEWAY_SERVICE
 
 
 class DetectorConfig(BaseSettings):
@@ -23,7 +24,7 @@ class DetectorConfig(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GATEWATCH_DETECTORS_", extra="ignore")
 
-    gateway_services: str = Field(default="gatewatch-gateway",
+    gateway_services: str = Field(default=GATEWAY_SERVICE,
                                   description="ServiceNames of gateways (comma-separated); empty = any")
     interval_s: float = Field(default=5.0, gt=0, description="seconds between detection cycles")
     client_window_s: int = Field(default=120, ge=10)

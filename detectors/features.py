@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from gatewatch.semconv import GATEWAY_SERVICE
+
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
@@ -40,7 +42,7 @@ AUTOMATION_UA = (
 AUTH_PATH = r"(?i)(?:login|logout|signin|signup|auth|token|password|session|otp)"
 
 ERROR_STATUS = "StatusCode IN ('Error', 'STATUS_CODE_ERROR')"
-DEFAULT_GATEWAYS = "gatewatch-gateway"  # the gateway's default tracing service name
+DEFAULT_GATEWAYS = GATEWAY_SERVICE
 
 
 def ns(moment: datetime) -> int:

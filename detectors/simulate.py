@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gatewatch.semconv import GATEWAY_SERVICE
+
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -31,7 +33,7 @@ PAGES = (("GET", "/", "/"), ("GET", "/api/products", "/api/products"), ("GET", "
          ("GET", "/api/search", "/api/search"), ("POST", "/api/cart", "/api/cart"),
          ("GET", "/api/account", "/api/account"))
 BOT_KINDS = ("scraper", "stuffer", "hammer")
-GATEWAY = "gatewatch-gateway"  # the gateway's default tracing service name
+GATEWAY = GATEWAY_SERVICE
 
 
 @dataclass(frozen=True, slots=True)

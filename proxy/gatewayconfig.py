@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gatewatch.semconv import GATEWAY_SERVICE
 from proxy.yamlconfig import Loc, load_yaml_model
 
 
@@ -143,7 +144,7 @@ class RouteConfig(_Model):
 class TracingConfig(_Model):
     enabled: bool = True
     sample_ratio: float = Field(1.0, ge=0, le=1)
-    service_name: str = "gatewatch-gateway"
+    service_name: str = GATEWAY_SERVICE
 
 
 class GatewayConfig(_Model):

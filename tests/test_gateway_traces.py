@@ -66,7 +66,7 @@ def test_gateway_request_lands_in_otel_traces(
     name, kind, service, attributes = rows[0]
     assert name == "GET /secure/*"
     assert kind in ("Server", "SPAN_KIND_SERVER")
-    assert service == "gatewatch-gateway"
+    assert service == "gateway"
     assert attributes["http.request.method"] == "GET"
     assert attributes["http.route"] == "/secure/*"
     assert attributes["url.path"] == "/secure/items"

@@ -121,7 +121,7 @@ def test_spans_form_one_trace_across_gateway_and_sidecars(settings: Settings) ->
     assert len({span.trace_id for span in spans}) == 1, spans
     by_id = {span.span_id: span for span in spans}
     edge = {(span.service, span.kind): span for span in spans}
-    gateway_span = edge[("gatewatch-gateway", "server")]
+    gateway_span = edge[("gateway", "server")]
     checkout_in = edge[("checkout", "server")]
     checkout_out = edge[("checkout", "client")]
     payment_in = edge[("payment", "server")]
