@@ -59,5 +59,11 @@ eval: install
 	  $(PY) -m pip download -q --no-deps aeon==1.6.0 -d .gatewatch/datasets || echo "aeon wheel unavailable: public benchmark skipped"
 	$(BIN)/gatewatch detectors eval --data-dir .gatewatch/eval --datasets .gatewatch/datasets -o bench/results/detectors-eval
 
+## reliability: fault, overload, fuzz and security cases at the long scale; a table, JSON, non-zero on any loss
+reliability: install
+	@bootstrap=$$($(BIN)/gatewatch dev kafka start --state-dir $(KAFKA_STATE)) || exit 1; \
+	GATEWATCH_KAFKA=$$bootstrap GATEWATCH_RELIABILITY_LONG=1 $(PY) bench/reliability.py $(RELIABILITY_ARGS); rc=$$?; \
+	$(BIN)/gatewatch dev kafka stop --state-dir $(KAFKA_STATE); exit $$rc
+
 clean:
 	rm -rf .gatewatch bench/results test-artifacts
