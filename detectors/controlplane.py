@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import secrets
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -111,6 +112,13 @@ class _Server(ThreadingHTTPServer):
     token: str
     board: DecisionBoard
     alerts: Any
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A proxy that goes away in the middle of a long poll is routine, not a traceback on stderr.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            log.debug("control plane client %s went away", client_address)
+            return
+        super().handle_error(request, client_address)
 
 
 class ControlPlaneService:
