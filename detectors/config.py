@@ -34,6 +34,8 @@ class DetectorConfig(BaseSettings):
     edge_baseline_s: int = Field(default=1800, ge=60)
     edge_min_calls: int = Field(default=10, ge=1, description="no spike verdict on fewer calls in the current window")
     edge_min_errors: int = Field(default=5, ge=1)
+    edge_min_baseline_buckets: int = Field(default=3, ge=1,
+                                           description="no spike verdict before this many baseline buckets")
     tuner_window_s: int = Field(default=3600, ge=60)
 
     bot_threshold: float = Field(default=0.8, gt=0, le=1, description="flag a client at this score")

@@ -4,7 +4,10 @@ Each edge's recent buckets are compared with what its own baseline predicts now.
 HuberRegressor trend over the last 30 minutes, so slow drift moves the expectation instead of
 raising alarms, and past outliers barely pull it. The residual spread is a MAD. Low volume cannot
 alarm: a verdict needs `edge_min_calls` calls and `edge_min_errors` errors in the current window,
-and the binomial noise of the observed rate widens the threshold.
+and the binomial noise of the observed rate widens the threshold. No baseline, no verdict: an edge
+needs `edge_min_baseline_buckets` buckets of history (each with a few calls) before it can alarm, so
+cold starts (first connections, startup errors, a stalled host before any history) open no circuit,
+and a latency rise must show in at least two current buckets (one stall is not a failure).
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from detectors.config import DetectorConfig
 from detectors.features import EdgeWindow
 from detectors.robust import mad_scale, z_to_score
 
-PRIOR_ERROR_RATE = 0.01  # expectation for an edge with no history yet
+PRIOR_ERROR_RATE = 0.01  # floor of the expected rate in the binomial noise (a clean baseline is not 0 %)
 MIN_RATE_EXCESS = 0.05   # an error-rate rise below 5 points is never a spike
 MIN_LATENCY_RATIO = 1.5  # a p99 below 1.5x the expected p99 is never a spike
 MIN_LATENCY_RISE_MS = 50.0  # nor a rise under 50 ms: millisecond wobble on a busy host is not a failure
 SPIKE_Z = 4.0
+MIN_BUCKET_CALLS = 3  # a bucket with fewer calls says nothing about an edge's latency or error rate
 
 
 @dataclass(frozen=True)
@@ -80,46 +84,43 @@ class SpikeDetector:
         frame = edge.buckets
         times = _epoch(frame["bucket"])
         cut = now.timestamp() - self.config.edge_current_s
-        current, base = frame[times >= cut], frame[times < cut]
-        base_times = times[times < cut]
+        current = frame[times >= cut]
+        # Sparse buckets (a p99 of one or two calls is just their max) neither make nor move a baseline.
+        in_base = (times < cut) & (frame["calls"].to_numpy() >= MIN_BUCKET_CALLS)
+        base, base_times = frame[in_base], times[in_base]
         calls = int(current["calls"].sum())
-        if calls < self.config.edge_min_calls:
+        if calls < self.config.edge_min_calls or len(base) < self.config.edge_min_baseline_buckets:
             return None
         errors = int(current["errors"].sum())
         rate = errors / calls
         at = now.timestamp()
-        if len(base):
-            expected, spread = _trend(base_times, (base["errors"] / base["calls"]).to_numpy(float), at)
-            expected = min(max(expected, 0.0), 1.0)
-        else:
-            expected, spread = PRIOR_ERROR_RATE, 0.0
+        expected, spread = _trend(base_times, (base["errors"] / base["calls"]).to_numpy(float), at)
+        expected = min(max(expected, 0.0), 1.0)
         noise = math.sqrt(spread**2 + max(expected, PRIOR_ERROR_RATE) * (1 - expected) / calls)
         z_err = (rate - expected) / max(noise, 1e-6)
-        p99 = float(np.median(current["p99_ms"]))
-        if len(base):
-            log_expected, log_spread = _trend(base_times, np.log(base["p99_ms"].to_numpy(float) + 1e-3), at)
-        else:
-            log_expected, log_spread = math.log(p99 + 1e-3), 1.0
-        z_lat = (math.log(p99 + 1e-3) - log_expected) / max(log_spread, 0.05)
+        log_expected, log_spread = _trend(base_times, np.log(base["p99_ms"].to_numpy(float) + 1e-3), at)
         expected_p99 = math.exp(log_expected)
+        dense = current[current["calls"] >= MIN_BUCKET_CALLS]["p99_ms"].to_numpy(float)
+        p99 = float(np.median(dense)) if len(dense) else float(np.median(current["p99_ms"]))
+        z_lat = (math.log(p99 + 1e-3) - log_expected) / max(log_spread, 0.05)
+        latency_floor = max(MIN_LATENCY_RATIO * expected_p99, expected_p99 + MIN_LATENCY_RISE_MS)
         kind, z = "", 0.0
         if errors >= self.config.edge_min_errors and rate - expected >= MIN_RATE_EXCESS and z_err >= SPIKE_Z:
             kind, z = "errors", z_err
-        elif p99 >= max(MIN_LATENCY_RATIO * expected_p99, expected_p99 + MIN_LATENCY_RISE_MS) and z_lat >= SPIKE_Z:
+        elif p99 >= latency_floor and z_lat >= SPIKE_Z and int((dense >= latency_floor).sum()) >= 2:
             kind, z = "latency", z_lat
         if not kind:
             return None
-        onset = self._onset(frame, times, kind, expected, expected_p99)
+        onset = self._onset(frame, times, kind, expected, latency_floor)
         return Spike(edge.key, kind, float(z_to_score(z)), onset, calls, rate, expected, p99, expected_p99)
 
     def _onset(self, frame: pd.DataFrame, times: np.ndarray, kind: str, expected: float,
-               expected_p99: float) -> datetime:
+               latency_floor: float) -> datetime:
         """Start of the trailing run of abnormal buckets (buckets with too few calls do not break it)."""
         onset = times[-1]
-        latency_floor = max(MIN_LATENCY_RATIO * expected_p99, expected_p99 + MIN_LATENCY_RISE_MS)
         for i in range(len(frame) - 1, -1, -1):
             calls = int(frame["calls"].iloc[i])
-            if calls < 3:
+            if calls < MIN_BUCKET_CALLS:
                 continue
             if kind == "errors":
                 bad = frame["errors"].iloc[i] / calls >= expected + MIN_RATE_EXCESS

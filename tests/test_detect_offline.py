@@ -188,3 +188,36 @@ def test_spike_detector_ignores_drift_and_low_volume():
     assert detector.detect([EdgeWindow("a", "b", drift)], stamps[-1] + timedelta(seconds=5)) == []
     low = drift.assign(calls=1, errors=[1 if i > 177 else 0 for i in range(180)])  # 1 error in 2 calls
     assert detector.detect([EdgeWindow("a", "b", low)], stamps[-1] + timedelta(seconds=5)) == []
+
+
+def _edge(rows: list[tuple[int, int, int, float]], start: datetime):
+    """An EdgeWindow from (seconds after start, calls, errors, p99 ms) buckets."""
+    from detectors.features import EdgeWindow
+
+    frame = pd.DataFrame([{"bucket": start + timedelta(seconds=s), "calls": c, "errors": e, "p50_ms": p / 3,
+                           "p99_ms": p} for s, c, e, p in rows])
+    return EdgeWindow("catalog", "inventory", frame)
+
+
+def test_spike_detector_opens_nothing_on_a_cold_start():
+    """The demo's false circuits: a healthy edge judged against a baseline of one sparse warm-up bucket."""
+    from detectors.spikes import SpikeDetector
+
+    detector = SpikeDetector(DetectorConfig(edge_current_s=20))
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    now = start + timedelta(seconds=38)
+    # 2 warm-up calls at 5 ms, then one 120 ms stall of a loaded host in a busy bucket.
+    stall = _edge([(0, 2, 0, 5.0), (20, 60, 0, 120.0), (30, 50, 0, 12.0)], start)
+    assert detector.detect([stall], now) == []
+    # Startup errors (services not listening yet) before any baseline exists.
+    startup = _edge([(0, 2, 0, 5.0), (20, 40, 8, 9.0), (30, 40, 3, 9.0)], start)
+    assert detector.detect([startup], now) == []
+    # With a real baseline, the same stall in one bucket is still no failure...
+    history = [(10 * i, 40, 0, 10.0) for i in range(12)]
+    later = start + timedelta(seconds=120 + 18)
+    assert detector.detect([_edge([*history, (120, 60, 0, 120.0), (130, 50, 0, 12.0)], start)], later) == []
+    # ...while a sustained rise or an error burst is.
+    slow = detector.detect([_edge([*history, (120, 60, 0, 120.0), (130, 50, 0, 130.0)], start)], later)
+    assert [s.kind for s in slow] == ["latency"]
+    failing = detector.detect([_edge([*history, (120, 40, 25, 10.0), (130, 40, 30, 10.0)], start)], later)
+    assert [s.kind for s in failing] == ["errors"]
