@@ -8,6 +8,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -92,6 +93,85 @@ async def _until(value: Callable[[], int], want: int, timeout_s: float, exact: b
     return float(value())
 
 
-MORE_CASES: dict[str, Callable[[CaseEnv, Scale], CaseResult]] = {
-    "control_plane_down": control_plane_down,
-}
+def gateway_overload(env: CaseEnv, scale: Scale) -> CaseResult:
+    from tests.faults.overload import gateway_overload as run
+
+    return run(env.settings, scale)
+
+
+EnvCase = Callable[[CaseEnv, Scale], CaseResult]
+
+
+def fuzz(name: str, what: str, strategy: Any, target: Callable[[Any], object]) -> EnvCase:
+    """A hypothesis campaign of `scale.examples` cases as a reliability case."""
+
+    def case(env: CaseEnv, scale: Scale) -> CaseResult:
+        from hypothesis import HealthCheck, given, settings
+
+        result = CaseResult(name, f"{scale.examples} generated {what}", "no crash, no hang, invariants hold")
+        tried = [0]
+
+        @settings(max_examples=scale.examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(strategy)
+        def campaign(example: Any) -> None:
+            tried[0] += 1
+            target(example)
+
+        try:
+            campaign()
+            result.ok, result.verdict = True, PASS
+        except Exception as exc:  # the shrunk failing example: a finding, reported in the row
+            result.detail = f"{type(exc).__name__}: {str(exc)[:500]}"
+        result.counts = {"cases": float(tried[0]), "failures": 0.0 if result.ok else 1.0}
+        return result
+
+    return case
+
+
+def _fuzz_cases() -> dict[str, Callable[[CaseEnv, Scale], CaseResult]]:
+    from tests.faults.fuzz_http import HttpFuzzer, http_pieces
+    from tests.faults.fuzz_otlp import CollectorFuzzer, collector_bodies, pipeline_decode, span_log_messages
+
+    http, collector = HttpFuzzer(), CollectorFuzzer()
+    return {
+        "fuzz_proxy_http": fuzz("fuzz_proxy_http", "HTTP/1.1 request streams into the proxy listener",
+                                http_pieces(), http.run),
+        "fuzz_collector_otlp": fuzz("fuzz_collector_otlp", "OTLP bodies (protobuf/JSON, gzip/deflate, mutated)",
+                                    collector_bodies(), lambda case: collector.run(*case)),
+        "fuzz_pipeline_decode": fuzz("fuzz_pipeline_decode", "span-log messages (valid, mutated, noise)",
+                                     span_log_messages(), pipeline_decode),
+    }
+
+
+SECURITY_TESTS = ("tests/test_security_auth.py", "tests/test_security_smuggling.py",
+                  "tests/test_security_defaults.py")
+
+
+def security_checks(env: CaseEnv, scale: Scale) -> CaseResult:
+    """The security test files, run by pytest in a child process; counts from its JUnit report."""
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+
+    from tests.faults.faults import ROOT
+
+    result = CaseResult("security_checks", "pytest " + " ".join(SECURITY_TESTS),
+                        "JWT attacks 401, smuggling refused, tokens 401, secrets not logged, loopback defaults")
+    report = env.workdir / "security.xml"
+    run = subprocess.run([sys.executable, "-m", "pytest", *SECURITY_TESTS, "-q", "-p", "no:cacheprovider",
+                          f"--junitxml={report}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    suite = ET.parse(report).getroot()
+    suite = suite if suite.tag == "testsuite" else suite[0]
+    tests, failed = int(suite.get("tests", 0)), int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    result.counts = {"checks": float(tests), "failed": float(failed)}
+    result.ok = run.returncode == 0 and tests > 0 and failed == 0
+    result.verdict = PASS if result.ok else FAIL
+    if not result.ok:
+        result.detail = run.stdout[-2000:]
+    return result
+
+
+def more_cases() -> dict[str, Callable[[CaseEnv, Scale], CaseResult]]:
+    """Every non-delivery case by name."""
+    return {"control_plane_down": control_plane_down, "gateway_overload": gateway_overload,
+            **_fuzz_cases(), "security_checks": security_checks}

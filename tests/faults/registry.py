@@ -15,9 +15,9 @@ EnvCase = Callable[[CaseEnv, Scale], CaseResult]
 
 def all_cases() -> dict[str, EnvCase]:
     """Delivery faults first, then the control-plane, overload, fuzz and security cases."""
-    from tests.faults.more_cases import MORE_CASES
+    from tests.faults.more_cases import more_cases
 
-    return {**DELIVERY_CASES, **MORE_CASES}
+    return {**DELIVERY_CASES, **more_cases()}
 
 
 def case_env(base: Path, store_dsn: str, kafka: str, name: str) -> CaseEnv:
