@@ -1,6 +1,7 @@
 """Features computed in ClickHouse over sliding windows of `otel_traces`.
 
-Client features come from gateway SERVER spans (they carry `client.address`); edge features from
+Client features come from gateway spans (they carry `client.address`), read from the narrow
+`client_requests` table the 0003 migration fills from `otel_traces`; edge features from
 sidecar CLIENT spans (they carry `peer.service`). Both queries aggregate inside ClickHouse, so a
 cycle moves one row per client or per edge bucket to Python, never the spans themselves.
 The offline scorer (`detectors.sessions`) computes the same client features from a log file.
@@ -51,45 +52,49 @@ def ns(moment: datetime) -> int:
 
 
 def _client_sql(db: str) -> str:
-    # One pass per client; the user agent regex runs on each client's distinct agents only.
+    # One pass per client over the narrow client_requests table (never the SpanAttributes map); the
+    # user agent regex runs on each client's distinct agents only. Burstiness = longest run of one
+    # second in the sorted timestamps over the mean requests per active second.
     return f"""
-SELECT * EXCEPT (gaps) FROM (
-SELECT SpanAttributes['client.address'] AS client,
+SELECT * EXCEPT (ts, gaps, secs, starts) FROM (
+SELECT Client AS client,
        count() AS n,
        n / %(window)s AS rate_per_s,
-       arrayDifference(arraySort(groupArray(toFloat64(toUnixTimestamp64Milli(Timestamp)) / 1000))) AS gaps,
-       if(length(gaps) > 1 AND arrayAvg(arraySlice(gaps, 2)) > 0,
-          arrayReduce('stddevPop', arraySlice(gaps, 2)) / arrayAvg(arraySlice(gaps, 2)), 0) AS interarrival_cv,
-       uniqExact(SpanAttributes['url.path']) AS distinct_paths,
-       entropy(SpanAttributes['url.path']) AS path_entropy,
-       countIf(intDiv(toUInt16OrZero(SpanAttributes['http.response.status_code']), 100) = 4) / n AS ratio_4xx,
-       countIf(SpanAttributes['http.response.status_code'] = '401') / n AS ratio_401,
-       countIf(SpanAttributes['http.response.status_code'] = '429') / n AS ratio_429,
-       countIf(match(SpanAttributes['url.path'], %(auth_re)s)) / n AS auth_share,
-       arrayExists(a -> match(a, %(ua_re)s), groupUniqArray(SpanAttributes['user_agent.original'])) AS ua_automation,
-       uniqExactIf(SpanAttributes['enduser.id'], SpanAttributes['enduser.id'] != '') AS distinct_subjects,
+       arraySort(groupArray(toUnixTimestamp64Milli(Timestamp))) AS ts,
+       arraySlice(arrayDifference(ts), 2) AS gaps,
+       if(length(gaps) > 1 AND arrayAvg(gaps) > 0,
+          arrayReduce('stddevPop', gaps) / arrayAvg(gaps), 0) AS interarrival_cv,
+       arrayMap(x -> intDiv(x, 1000), ts) AS secs,
+       arrayFilter((i, s) -> i = 1 OR s != secs[i - 1], arrayEnumerate(secs), secs) AS starts,
+       arrayMax(arrayMap((a, b) -> b - a, starts, arrayPushBack(arrayPopFront(starts), n + 1)))
+         * length(starts) / n AS burstiness,
+       uniqExact(Path) AS distinct_paths,
+       entropy(Path) AS path_entropy,
+       countIf(intDiv(Status, 100) = 4) / n AS ratio_4xx,
+       countIf(Status = 401) / n AS ratio_401,
+       countIf(Status = 429) / n AS ratio_429,
+       countIf(match(Path, %(auth_re)s)) / n AS auth_share,
+       arrayExists(a -> match(a, %(ua_re)s), groupUniqArray(UserAgent)) AS ua_automation,
+       uniqExactIf(Subject, Subject != '') AS distinct_subjects,
        min(Timestamp) AS first_seen,
        max(Timestamp) AS last_seen
-FROM {db}.otel_traces
+FROM {db}.client_requests
 WHERE {_CLIENT_WINDOW}
 GROUP BY client)
 """
 
 
-def _burst_sql(db: str) -> str:
-    # Busiest second over the mean of active seconds: counts only, so the second level stays cheap.
-    return f"""
-SELECT client, max(c) / avg(c) AS burstiness
-FROM (SELECT SpanAttributes['client.address'] AS client, toUnixTimestamp(Timestamp) AS sec, count() AS c
-      FROM {db}.otel_traces WHERE {_CLIENT_WINDOW} GROUP BY client, sec)
-GROUP BY client
-"""
-
-
 # Only the gateway's spans describe clients: sidecars also record client.address (their callers).
+# ServiceName leads client_requests' key, so naming the gateways prunes the sidecars' rows unread.
 _CLIENT_WINDOW = """Timestamp > fromUnixTimestamp64Nano(%(lo)s) AND Timestamp <= fromUnixTimestamp64Nano(%(hi)s)
-  AND SpanAttributes['client.address'] != ''
-  AND (%(gateways)s = '' OR has(splitByChar(',', %(gateways)s), ServiceName))"""
+  AND (empty(%(gateways)s) OR ServiceName IN %(gateways)s)"""
+
+
+def _window_params(now: datetime, window_s: int, gateways: str) -> dict[str, object]:
+    hi = ns(now)
+    names = [name.strip() for name in gateways.split(",") if name.strip()]
+    return {"lo": hi - window_s * 1_000_000_000, "hi": hi, "window": float(window_s), "auth_re": AUTH_PATH,
+            "ua_re": AUTOMATION_UA, "gateways": names}
 
 
 def client_features(client: Client, db: str, now: datetime, window_s: int,
@@ -98,14 +103,9 @@ def client_features(client: Client, db: str, now: datetime, window_s: int,
 
     `gateways`: comma-separated ServiceNames whose spans count (empty = every span with client.address).
     """
-    hi = ns(now)
-    params = {"lo": hi - window_s * 1_000_000_000, "hi": hi, "window": float(window_s),
-              "auth_re": AUTH_PATH, "ua_re": AUTOMATION_UA, "gateways": gateways}
-    frame = client.query_df(_client_sql(db), parameters=params)
+    frame = client.query_df(_client_sql(db), parameters=_window_params(now, window_s, gateways))
     if frame.empty:
         return pd.DataFrame(columns=["client", "n", "first_seen", "last_seen", *CLIENT_FEATURES])
-    bursts = client.query_df(_burst_sql(db), parameters=params)
-    frame = frame.merge(bursts, on="client", how="left")
     for name in CLIENT_FEATURES:
         frame[name] = frame[name].astype(float)
     return frame
@@ -159,16 +159,14 @@ def route_client_rates(client: Client, db: str, now: datetime, window_s: int,
 
     Columns: route, client_class ('automation' or 'browser'), per_min (one row per client-minute).
     """
-    hi = ns(now)
     sql = f"""
-SELECT concat(SpanAttributes['http.request.method'], ' ', SpanAttributes['http.route']) AS route,
-       if(match(SpanAttributes['user_agent.original'], %(ua_re)s), 'automation', 'browser') AS client_class,
-       SpanAttributes['client.address'] AS client,
+SELECT concat(Method, ' ', Route) AS route,
+       if(match(UserAgent, %(ua_re)s), 'automation', 'browser') AS client_class,
+       Client AS client,
        toStartOfMinute(Timestamp) AS minute,
        count() AS per_min
-FROM {db}.otel_traces
-WHERE {_CLIENT_WINDOW} AND SpanAttributes['http.route'] != ''
+FROM {db}.client_requests
+WHERE {_CLIENT_WINDOW} AND Route != ''
 GROUP BY route, client_class, client, minute
 """
-    params = {"lo": hi - window_s * 1_000_000_000, "hi": hi, "ua_re": AUTOMATION_UA, "gateways": gateways}
-    return client.query_df(sql, parameters=params)
+    return client.query_df(sql, parameters=_window_params(now, window_s, gateways))

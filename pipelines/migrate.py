@@ -73,6 +73,7 @@ def template_values(settings: Settings) -> dict[str, str]:
         "traces_local": "otel_traces_local" if cluster else "otel_traces",
         "traffic_local": "traffic_1m_local" if cluster else "traffic_1m",
         "edges_local": "edges_1m_local" if cluster else "edges_1m",
+        "client_requests_local": "client_requests_local" if cluster else "client_requests",
         "engine_mergetree": f"{replicated}MergeTree()",
         "engine_replacing": f"{replicated}ReplacingMergeTree()",
         "engine_replacing_updated": f"{replicated}ReplacingMergeTree(UpdatedAt)",
