@@ -101,6 +101,19 @@ class DetectionCycle:
         self._observe(result)
         return result
 
+    def restore(self, decisions: Sequence[Decision]) -> int:
+        """Hand decisions taken before a restart to the keepers of their detectors; how many were taken."""
+        taken = 0
+        for decision in decisions:
+            keeper = self.keepers.get(decision.reason.detector)
+            if keeper is None:
+                continue
+            keeper.restore(decision)
+            if decision.kind == DecisionKind.ROUTE_LIMIT:
+                self.tuner.restore(decision)
+            taken += 1
+        return taken
+
     def _model(self, frame: pd.DataFrame, now: datetime) -> BotModel | None:
         """The loaded model; without one, fit an unsupervised one on the first full window with enough clients."""
         if self._first_seen is None and not frame.empty:

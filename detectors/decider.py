@@ -45,6 +45,10 @@ class DecisionKeeper:
         """True while this keeper has a live decision on `target` (for detectors' hysteresis)."""
         return target.ref() in self.active
 
+    def restore(self, decision: Decision) -> None:
+        """Hold a decision taken before a restart as if this keeper had issued it (nothing is sent)."""
+        self.active[decision.target.ref()] = decision
+
     def reconcile(self, wants: Sequence[Want], now: datetime) -> list[Decision]:
         """Emit what is new, changed or half-expired; release what stayed unwanted. Returns what was sent."""
         out: list[Decision] = []

@@ -10,7 +10,9 @@ from detectors import metrics, registry
 from detectors.alerting import Alerter, receivers_for
 from detectors.config import DetectorConfig
 from detectors.cycle import CycleResult, DetectionCycle
+from detectors.restore import live_decisions_in_store
 from detectors.sinks import DecisionPublisher
+from gatewatch.decisions import utcnow
 from gatewatch.settings import Settings
 from gatewatch.spanlog import SpanLog, open_span_log
 
@@ -57,6 +59,8 @@ class DetectorService:
                                         self.settings.database), self.config.alert_resend_s)
         self.cycle = DetectionCycle(store, self.settings.database, self.config, self._publisher, alerter,
                                     model, model_dir)
+        restored = self.cycle.restore(live_decisions_in_store(store, self.settings.database, utcnow()))
+        log.info("restored %d live decisions from the decisions table", restored)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="detectors", daemon=True)
         self._thread.start()

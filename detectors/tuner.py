@@ -13,7 +13,7 @@ import pandas as pd
 
 from detectors.config import DetectorConfig
 from detectors.decider import Want
-from gatewatch.decisions import DecisionKind, Reason, Scope, Target
+from gatewatch.decisions import Decision, DecisionKind, Reason, Scope, Target
 
 
 class RateLimitTuner:
@@ -41,6 +41,11 @@ class RateLimitTuner:
         if abs(bounded - current) / current >= self.config.tuner_hysteresis:
             self.limits[key] = bounded
         return self.limits[key]
+
+    def restore(self, decision: Decision) -> None:
+        """Resume from a route_limit issued before a restart: its per-class limits are the current ones."""
+        for client_class, limit in decision.params.get("classes", {}).items():
+            self.limits[(decision.target.key, str(client_class))] = float(limit["rate_per_s"])
 
     def wants(self, rates: pd.DataFrame, flagged_clients: set[str]) -> list[Want]:
         """route_limit wants from per-client per-minute counts; flagged clients are not 'normal'."""
