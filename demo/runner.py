@@ -22,13 +22,13 @@ from demo.core import CoreService
 from demo.dataplane import DataPlane
 from demo.display import Live, progress, summary_tables
 from demo.groundtruth import StoreSink
-from demo.loopthread import LoopThread
 from demo.scenario import Scenario
 from demo.simulator import Simulator
 from demo.stack import Stack
 from demo.summary import Summary, SummaryReader, Window, live_counts
 from demo.topology import GATEWAY_SERVICE
 from gatewatch.errors import GatewatchError
+from gatewatch.loopthread import LoopThread
 from gatewatch.settings import Settings
 
 # The demo lasts two minutes, so the detectors look at shorter windows than in production: the bot
@@ -102,6 +102,7 @@ class DemoRun:
                         f"missing: {', '.join(missing)}"
                     )
                 loop = LoopThread("demo-simulator")
+                loop.start()
                 sink = StoreSink(core.store, self.settings.database)
                 sim = Simulator(self.scenario, plane.gateway_url, plane.shop, sink, self.run_id, plane.shop.users)
                 start_ms = int(time.time() * 1000)
@@ -116,7 +117,7 @@ class DemoRun:
             finally:
                 self._phase("stopping")
                 if loop is not None:
-                    loop.close()
+                    loop.stop(drain_s=5.0)
                 stack.stop()
 
     def _phase(self, phase: str) -> None:
@@ -125,6 +126,7 @@ class DemoRun:
 
     def _drive(self, loop: LoopThread, sim: Simulator, core: CoreService, start_ms: int) -> None:
         """Run the simulator, then drain, refreshing the live panel; bounded by the scenario."""
+        assert loop.loop is not None, "started above"
         future = asyncio.run_coroutine_threadsafe(sim.run(), loop.loop)
         started = time.monotonic()
         total = self.scenario.duration_s + self.scenario.drain_s

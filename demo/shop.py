@@ -10,9 +10,9 @@ import httpx
 
 from demo.faults import Fault, FaultSpec
 from demo.httpapp import bound_port, serve
-from demo.loopthread import LoopThread
 from demo.services import SERVICES, DirectUpstreams, ShopContext, ShopService, Upstreams, demo_users
 from demo.signer import Signer
+from gatewatch.loopthread import LoopThread
 
 
 @dataclass
@@ -47,8 +47,8 @@ class ShopHost:
 
     def start(self) -> None:
         """Start every service; returns when all listen."""
-        self._loop = LoopThread("demo-shop")
-        self._loop.run(self._start())
+        self._loop = LoopThread("demo-shop", self._start, self._stop)
+        self._loop.start()
         # Until sidecars are wired in, services call each other directly.
         self.upstreams.target = DirectUpstreams({n: f"http://{self.host}:{p}" for n, p in self.ports.items()})
 
@@ -73,15 +73,11 @@ class ShopHost:
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Close listeners and the client, stop the loop."""
-        if self._loop is None:
-            return
-        try:
-            self._loop.run(self._stop(), timeout_s)
-        finally:
-            self._loop.close()
+        if self._loop is not None:
+            self._loop.stop(drain_s=timeout_s)
             self._loop = None
 
-    async def _stop(self) -> None:
+    async def _stop(self, drain_s: float) -> None:
         for server in self._servers:
             server.close()
         self._servers.clear()

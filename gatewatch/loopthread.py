@@ -20,6 +20,14 @@ Startup = Callable[[], Coroutine[Any, Any, None]]
 Shutdown = Callable[[float], Awaitable[None]]  # gets the drain timeout in seconds
 
 
+async def _nothing() -> None:
+    """Startup of a loop that only runs what is handed to it."""
+
+
+async def _drained(drain_s: float) -> None:
+    """Shutdown with nothing of its own to drain (background tasks are cancelled anyway)."""
+
+
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """A uvloop loop where uvloop is installed (Linux, macOS), else the standard one."""
     try:
@@ -30,12 +38,13 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 class LoopThread:
-    """Runs `startup` on a fresh loop thread at start, `shutdown` at stop (or after a failed start)."""
+    """Runs `startup` on a fresh loop thread at start, `shutdown` at stop (or after a failed start);
+    without them, a plain loop thread for coroutines handed to `run`/`spawn`."""
 
-    def __init__(self, name: str, startup: Startup, shutdown: Shutdown) -> None:
+    def __init__(self, name: str, startup: Startup | None = None, shutdown: Shutdown | None = None) -> None:
         self.name = name
-        self._startup = startup
-        self._shutdown = shutdown
+        self._startup = startup or _nothing
+        self._shutdown = shutdown or _drained
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -8,11 +8,11 @@ import pytest
 
 from demo.groundtruth import MemorySink
 from demo.httpapp import Request, Response, bound_port, serve
-from demo.loopthread import LoopThread
 from demo.personas import Human
 from demo.scenario import BotSpec, FaultWindow, Scenario, get_scenario
 from demo.services import demo_users
 from gatewatch.errors import GatewatchError
+from gatewatch.loopthread import LoopThread
 
 
 class Recorder:
@@ -70,13 +70,14 @@ def test_run_sends_from_distinct_addresses_and_records_ground_truth():
     )
     recorder, injector, sink = Recorder(), Injector(), MemorySink()
     loop = LoopThread("test-sim")
+    loop.start()
     try:
         server = loop.run(serve(recorder.handle, "127.0.0.1", 0))
         sim = Simulator(scenario, f"http://127.0.0.1:{bound_port(server)}", injector, sink, "run-t", demo_users())
         loop.run(sim.run(), timeout_s=30)
         server.close()
     finally:
-        loop.close()
+        loop.stop(drain_s=5.0)
 
     truth = Counter((r.kind, r.label) for r in sink.rows)
     assert truth[("bot", "fast_scraper")] == 1 and truth[("bot", "credential_stuffer")] == 1
@@ -106,10 +107,11 @@ def test_unreachable_gateway_counts_errors_without_hanging():
 
     scenario = Scenario("t", "test", duration_s=1.0, humans=1, bots=(BotSpec("fast_scraper", 0, 0.9, 10),))
     loop = LoopThread("test-sim-down")
+    loop.start()
     try:
         sim = Simulator(scenario, "http://127.0.0.1:9", Injector(), MemorySink(), "run-d", demo_users())
         loop.run(sim.run(), timeout_s=20)
     finally:
-        loop.close()
+        loop.stop(drain_s=5.0)
     assert sim.stats.tally("fast_scraper").errors > 0
     assert sim.stats.tally("fast_scraper").statuses == Counter()
