@@ -2,7 +2,8 @@
 
 * cycle: DetectionCycle.run over 1M spans in the 120 s client window (900k gateway spans from 2,000
   clients, 100k sidecar spans on 3 edges); baselines in the same run: the same cycle over 100k spans,
-  and the naive way (pull the 100k raw rows into pandas and compute the features there).
+  and the naive way (pull the 100k raw rows into pandas and compute the features there); the
+  client-features query alone over 1M spans, from client_requests and (baseline) from the span map.
 * end to end: humans' history through the real pipeline, then a live bot and a live fault sent as OTLP
   to the span log; delay from the first bot/fault span to the decision seen by a proxy-style long-poll
   watcher of the control plane. Baseline: a decision written straight to the decisions topic -> watcher
@@ -32,7 +33,7 @@ from detectors.botmodel import BotModel
 from detectors.config import DetectorConfig
 from detectors.controlplane import ControlPlaneService
 from detectors.cycle import DetectionCycle
-from detectors.features import client_features
+from detectors.features import AUTH_PATH, AUTOMATION_UA, client_features
 from detectors.service import DetectorService
 from detectors.sessions import window_features
 from gatewatch.decisions import Decision, DecisionKind, Reason, Scope, Target
@@ -84,6 +85,36 @@ def time_cycles(client, db: str, now: float, runs: int = 5) -> float:
     return statistics.median(samples)
 
 
+# Baseline: the client-features query before migration 0003, reading SpanAttributes (the whole map)
+# for every span of the window instead of the narrow client_requests table.
+MAP_FEATURES_SQL = """
+SELECT SpanAttributes['client.address'] AS client, count() AS n,
+       arrayDifference(arraySort(groupArray(toFloat64(toUnixTimestamp64Milli(Timestamp)) / 1000))) AS gaps,
+       uniqExact(SpanAttributes['url.path']) AS distinct_paths, entropy(SpanAttributes['url.path']) AS path_entropy,
+       countIf(intDiv(toUInt16OrZero(SpanAttributes['http.response.status_code']), 100) = 4) / n AS ratio_4xx,
+       countIf(match(SpanAttributes['url.path'], %(auth_re)s)) / n AS auth_share,
+       arrayExists(a -> match(a, %(ua_re)s), groupUniqArray(SpanAttributes['user_agent.original'])) AS ua,
+       uniqExactIf(SpanAttributes['enduser.id'], SpanAttributes['enduser.id'] != '') AS distinct_subjects
+FROM {db}.otel_traces
+WHERE Timestamp > fromUnixTimestamp64Nano(%(lo)s) AND SpanAttributes['client.address'] != ''
+GROUP BY client"""
+
+
+def time_features(client, db: str, now: float, runs: int = 3) -> dict:
+    """Median seconds of the client-features query: narrow table (now) vs the span map (before 0003)."""
+    moment = datetime.fromtimestamp(now, UTC)
+    params = {"lo": int((now - 120) * 1e9), "auth_re": AUTH_PATH, "ua_re": AUTOMATION_UA}
+    narrow, wide = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        client_features(client, db, moment, 120)
+        narrow.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        client.query_df(MAP_FEATURES_SQL.format(db=db), parameters=params)
+        wide.append(time.perf_counter() - started)
+    return {"features_narrow_s": statistics.median(narrow), "features_span_map_s": statistics.median(wide)}
+
+
 def naive_pandas(client, db: str, now: float) -> float:
     started = time.perf_counter()
     rows = client.query_df(f"""
@@ -104,6 +135,8 @@ def bench_cycle(client, base: Settings) -> dict:
         migrate(client, base.model_copy(update={"database": db}))
         synthetic_window(client, db, spans, now)
         out[f"cycle_{spans}_s"] = time_cycles(client, db, now)
+        if spans == 1_000_000:
+            out.update(time_features(client, db, now))
         if spans == 100_000:
             out["naive_pandas_100000_s"] = naive_pandas(client, db, now)
         client.command(f"DROP DATABASE {db}")
@@ -209,6 +242,8 @@ def main() -> int:
     rows = [
         ("detection cycle, 1M spans in window", c["cycle_1000000_s"], "<= 1 s"),
         ("  baseline: same cycle, 100k spans", c["cycle_100000_s"], ""),
+        ("client features query, 1M spans", c["features_narrow_s"], ""),
+        ("  baseline: same from the span map (pre-0003)", c["features_span_map_s"], ""),
         ("  baseline: raw rows -> pandas, 100k spans", c["naive_pandas_100000_s"], ""),
         ("bot onset -> enforced at proxy", e.get("bot_onset_to_enforced_s"), "<= 10 s"),
         ("fault onset -> enforced at proxy", e.get("fault_onset_to_enforced_s"), "<= 10 s"),

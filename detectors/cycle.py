@@ -19,7 +19,7 @@ from detectors.botmodel import BotModel
 from detectors.bots import BotDetector
 from detectors.config import DetectorConfig
 from detectors.decider import DecisionKeeper, Publish, Want
-from detectors.features import client_features, edge_buckets, route_client_rates
+from detectors.features import EdgeWindow, client_features, edge_buckets, route_client_rates
 from detectors.spikes import Spike, SpikeDetector
 from detectors.tuner import RateLimitTuner
 from gatewatch.alerts import Alert, Severity
@@ -75,6 +75,7 @@ class DetectionCycle:
         self.keepers = {name: DecisionKeeper(ttl[name], config.clear_cycles, publish) for name in ttl}
         self._tuned_at: datetime | None = None
         self._first_seen: float | None = None  # earliest traffic seen, to know when a window is full
+        self._last_spike: dict[str, datetime] = {}  # edge -> last cycle that saw it spike
 
     def run(self, now: datetime | None = None) -> CycleResult:
         """One full cycle at `now` (default: the wall clock)."""
@@ -88,7 +89,8 @@ class DetectionCycle:
             result.decisions += self.keepers["bot"].reconcile(wants, now)
         edges = edge_buckets(self.store, self.db, now, self.config.edge_baseline_s, self.config.edge_bucket_s)
         result.spikes = self.spikes.detect(edges, now)
-        result.decisions += self.keepers["spike"].reconcile([self._spike_want(s) for s in result.spikes], now)
+        wants = [self._spike_want(s) for s in result.spikes] + self._unproven_recoveries(edges, result.spikes, now)
+        result.decisions += self.keepers["spike"].reconcile(wants, now)
         if self._tuned_at is None or (now - self._tuned_at).total_seconds() >= TUNER_EVERY_S:
             self._tuned_at = now
             flagged = {t.split(":", 1)[1] for t in self.keepers["bot"].active}
@@ -127,6 +129,22 @@ class DetectionCycle:
                 if self.model_dir is not None:
                     log.info("bootstrapped a bot model: %s", registry.save(self.model, self.model_dir))
         return self.model
+
+    def _unproven_recoveries(self, edges: list[EdgeWindow], spikes: list[Spike], now: datetime) -> list[Want]:
+        """Open circuits whose edge carried too few calls to judge (the open circuit itself stops them):
+        no evidence of recovery keeps them open, for at most one decision TTL after the last spike."""
+        for spike in spikes:
+            self._last_spike[spike.edge] = now
+        judged, spiking = self.spikes.judged(edges, now), {s.edge for s in spikes}
+        wants = []
+        for decision in self.keepers["spike"].active.values():
+            key = decision.target.key
+            last = self._last_spike.get(key, decision.created_at)  # restored: as of its last renewal
+            if key in spiking or key in judged:
+                continue
+            if (now - last).total_seconds() < self.config.decision_ttl_s:
+                wants.append(Want(decision.kind, decision.target, decision.reason, decision.params, decision.mode))
+        return wants
 
     def _spike_want(self, spike: Spike) -> Want:
         caller, callee = spike.edge.split("->", 1)

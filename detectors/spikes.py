@@ -80,6 +80,12 @@ class SpikeDetector:
                 found.append(spike)
         return found
 
+    def judged(self, edges: list[EdgeWindow], now: datetime) -> set[str]:
+        """Edges with enough calls in the current window for a verdict either way."""
+        cut = now.timestamp() - self.config.edge_current_s
+        calls = {edge.key: int(edge.buckets["calls"][_epoch(edge.buckets["bucket"]) >= cut].sum()) for edge in edges}
+        return {key for key, n in calls.items() if n >= self.config.edge_min_calls}
+
     def _check(self, edge: EdgeWindow, now: datetime) -> Spike | None:
         frame = edge.buckets
         times = _epoch(frame["bucket"])

@@ -70,3 +70,32 @@ def test_detector_service_restores_at_start(store, settings):
         assert held == {d.target.ref(): d.id for d in live.values()}
     finally:
         service.stop()
+
+
+def test_open_circuit_holds_while_it_stops_the_evidence(store, settings):
+    """After circuit_open the edge carries no calls (our breaker refuses them): that is no recovery, so
+    the circuit stays open for one TTL after the last spike, then closes (the demo closed it mid-fault)."""
+    from datetime import UTC, datetime
+
+    t0 = int(utcnow().timestamp()) - 600
+    store.command(f"""
+INSERT INTO {settings.database}.otel_traces (Timestamp, TraceId, SpanId, SpanName, SpanKind, ServiceName,
+                                             SpanAttributes, Duration, StatusCode)
+SELECT fromUnixTimestamp64Nano(toInt64(({t0} + number / 5) * 1e9)), hex(number), hex(number), 'POST', 'Client',
+       'checkout', map('peer.service', 'payment', 'http.response.status_code',
+                       if(number >= 1500 AND number % 5 != 0, '503', '200')), 10000000, 'Unset'
+FROM numbers(1650)""")  # 5 calls/s: healthy for 300 s, then 80 % errors for 30 s, then nothing
+    sent: list[Decision] = []
+    cycle = DetectionCycle(store, settings.database, DetectorConfig(decision_ttl_s=60), sent.extend)
+
+    def kinds_at(offset: int) -> list[DecisionKind]:
+        before = len(sent)
+        cycle.run(datetime.fromtimestamp(t0 + offset, UTC))
+        return [d.kind for d in sent[before:] if d.target.scope == Scope.EDGE]
+
+    assert kinds_at(330) == [DecisionKind.CIRCUIT_OPEN]
+    assert kinds_at(345) == []  # still failing
+    for offset in (370, 380, 390, 400):  # no calls at all: held, not closed
+        assert DecisionKind.CIRCUIT_CLOSE not in kinds_at(offset)
+    closed = [kind for offset in (410, 420, 430, 440) for kind in kinds_at(offset)]
+    assert DecisionKind.CIRCUIT_CLOSE in closed
