@@ -299,15 +299,17 @@ class _KafkaConsumer(LogConsumer):
             raise _unavailable(self._bootstrap, exc) from None
 
     def lag(self) -> int:
+        from kafka.errors import KafkaError
+
         assigned = self._consumer.assignment()
         if not assigned:
             return 0
-        ends = self._consumer.end_offsets(list(assigned))
-        total = 0
-        for tp in assigned:
-            committed = self._consumer.committed(tp) or 0
-            total += max(0, ends.get(tp, 0) - committed)
-        return total
+        try:  # a broker outage is SpanLogUnavailable here too, not a raw KafkaTimeoutError
+            ends = self._consumer.end_offsets(list(assigned))
+            committed = {tp: self._consumer.committed(tp) or 0 for tp in assigned}
+        except KafkaError as exc:
+            raise _unavailable(self._bootstrap, exc) from None
+        return sum(max(0, ends.get(tp, 0) - committed[tp]) for tp in assigned)
 
     def assignment(self) -> set[TopicPartition] | None:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
