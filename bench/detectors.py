@@ -154,7 +154,12 @@ class Watcher(threading.Thread):
         version = 0
         with httpx.Client(timeout=15) as http:
             while not self.stop:
-                snap = http.get(f"{self.url}/v1/decisions/watch?since={version}&timeout=2", headers=self.headers).json()
+                try:
+                    snap = http.get(f"{self.url}/v1/decisions/watch?since={version}&timeout=2",
+                                    headers=self.headers).json()
+                except httpx.HTTPError:  # a slow answer on a loaded machine: poll again, as proxies do
+                    time.sleep(0.1)
+                    continue
                 version = snap["version"]
                 for d in snap["decisions"]:
                     self.seen.setdefault((d["kind"], d["target"]["key"]), time.time())
