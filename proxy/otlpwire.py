@@ -14,6 +14,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from google.protobuf.internal.encoder import _VarintBytes
 from opentelemetry.exporter.otlp.proto.common._internal import (
     _encode_instrumentation_scope,
     _encode_resource,
@@ -29,14 +30,8 @@ _EMPTY_STATUS = b"\x7a\x00"  # field 15 (status) present and empty: code UNSET, 
 
 
 def _varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+    # Lengths and enums are mostly one byte; longer ones go to protobuf's own encoder.
+    return bytes((value,)) if value < 0x80 else _VarintBytes(value)
 
 
 def _field(tag: int, payload: bytes) -> bytes:
