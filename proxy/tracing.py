@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -62,6 +62,62 @@ def propagate_context(headers: Headers, context: SpanContext) -> None:
         headers.set("traceparent", f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}")
 
 
+def sdk_tracer(tracer: trace.Tracer) -> sdk_trace.Tracer | None:
+    """`tracer` if it is the SDK's (spans can be recorded without a live Span), else None."""
+    return tracer if type(tracer) is sdk_trace.Tracer else None
+
+
+class RecordedStart(NamedTuple):
+    """What a recorded span fixes when it starts: identity, parent, start time, sampler attributes."""
+
+    context: SpanContext
+    parent: SpanContext | None
+    start_ns: int
+    initial: dict[str, Any] | None
+
+
+def start_recorded(tracer: sdk_trace.Tracer, headers: Headers, name: str, kind: SpanKind) -> RecordedStart | None:
+    """The SDK's start_span minus the Span: ids and sampling decision, `traceparent` set in `headers`.
+
+    None when the span is not recorded (tracer disabled or not sampled; the context still propagates).
+    """
+    if not tracer._is_enabled():
+        return None
+    start = time.time_ns()
+    context = parent_context(headers)
+    parent: SpanContext | None = None
+    if context is not None:
+        parent = trace.get_current_span(context).get_span_context()
+        if not parent.is_valid:
+            parent = None
+    trace_id = parent.trace_id if parent is not None else tracer.id_generator.generate_trace_id()
+    sampling = tracer.sampler.should_sample(context, trace_id, name, kind)
+    flags = _SAMPLED if sampling.decision.is_sampled() else _NOT_SAMPLED
+    if parent.trace_flags.random_trace_id if parent is not None else tracer.id_generator.is_trace_id_random():
+        flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
+    span_context = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False, flags, sampling.trace_state)
+    propagate_context(headers, span_context)
+    if not sampling.decision.is_recording():
+        return None
+    initial = dict(sampling.attributes) if sampling.attributes else None
+    return RecordedStart(span_context, parent, start, initial)
+
+
+def end_recorded(
+    tracer: sdk_trace.Tracer, started: RecordedStart, name: str, kind: SpanKind,
+    attributes: dict[str, Any], error: bool,
+) -> None:
+    """Hand the finished span to the provider's span processors (batch export)."""
+    if started.initial:
+        attributes = {**started.initial, **attributes}  # the sampler's attributes, as the SDK span has them
+    span = ReadableSpan(
+        name=name, context=started.context, parent=started.parent, resource=tracer.resource,
+        attributes=attributes, kind=kind, status=_ERROR if error else _UNSET, start_time=started.start_ns,
+        end_time=time.time_ns(), instrumentation_scope=tracer._instrumentation_scope,
+    )
+    tracer.span_processor.on_end(span)
+
+
 class TracingPolicy:
     """Outermost policy: starts the server span, forwards traceparent, ends the span on completion.
 
@@ -78,7 +134,7 @@ class TracingPolicy:
     def __init__(self, tracer: trace.Tracer, route_of: Callable[[Exchange], str | None]) -> None:
         self.tracer = tracer
         self.route_of = route_of
-        self._sdk = tracer if type(tracer) is sdk_trace.Tracer else None
+        self._sdk = sdk_tracer(tracer)
 
     async def handle(self, exchange: Exchange, call_next: CallNext) -> Response:
         if self._sdk is not None:
@@ -92,46 +148,15 @@ class TracingPolicy:
         return await call_next(exchange)
 
     def _start_recorded(self, tracer: sdk_trace.Tracer, exchange: Exchange) -> None:
-        """Take the span's identity and sampling decision (the SDK's start_span, minus the Span)."""
-        if not tracer._is_enabled():
-            return
+        """Take the span's identity and sampling decision now; record it when the response is written."""
         request = exchange.request
-        start = time.time_ns()
-        context = parent_context(request.headers)
-        parent: SpanContext | None = None
-        if context is not None:
-            parent = trace.get_current_span(context).get_span_context()
-            if not parent.is_valid:
-                parent = None
-        trace_id = parent.trace_id if parent is not None else tracer.id_generator.generate_trace_id()
-        sampling = tracer.sampler.should_sample(context, trace_id, request.method, SpanKind.SERVER)
-        flags = _SAMPLED if sampling.decision.is_sampled() else _NOT_SAMPLED
-        if parent.trace_flags.random_trace_id if parent is not None else tracer.id_generator.is_trace_id_random():
-            flags = TraceFlags(flags | TraceFlags.RANDOM_TRACE_ID)
-        span_context = SpanContext(trace_id, tracer.id_generator.generate_span_id(), False, flags, sampling.trace_state)
-        propagate_context(request.headers, span_context)
-        if sampling.decision.is_recording():
-            initial = dict(sampling.attributes) if sampling.attributes else None
-
+        started = start_recorded(tracer, request.headers, request.method, SpanKind.SERVER)
+        if started is not None:
             def finish(done: Exchange, status: int) -> None:
-                self._record(tracer, span_context, parent, start, initial, done, status)
+                attributes, name = self._attributes(done, status)
+                end_recorded(tracer, started, name, SpanKind.SERVER, attributes, status >= 500)
 
             exchange.on_complete(finish)
-
-    def _record(
-        self, tracer: sdk_trace.Tracer, context: SpanContext, parent: SpanContext | None, start: int,
-        initial: dict[str, Any] | None, exchange: Exchange, status: int,
-    ) -> None:
-        """Hand the finished span to the provider's span processors (batch export)."""
-        attributes, name = self._attributes(exchange, status)
-        if initial:
-            attributes = {**initial, **attributes}  # the sampler's attributes, as the SDK span has them
-        span = ReadableSpan(
-            name=name, context=context, parent=parent, resource=tracer.resource, attributes=attributes,
-            kind=SpanKind.SERVER, status=_ERROR if status >= 500 else _UNSET, start_time=start,
-            end_time=time.time_ns(), instrumentation_scope=tracer._instrumentation_scope,
-        )
-        tracer.span_processor.on_end(span)
 
     def _attributes(self, exchange: Exchange, status: int) -> tuple[dict[str, str | bool | int | float], str]:
         """The server span's attributes and name (`METHOD route` once routed)."""
