@@ -83,6 +83,10 @@ class SpanLog(ABC):
     def consumer(self, topic: str, group: str) -> LogConsumer:
         """A consumer of `topic` in `group`, starting at the group's committed offsets."""
 
+    def read(self, topic: str, partition: int, first: int, last: int, timeout_s: float = 30.0) -> list[Message]:
+        """Messages `first`..`last` (inclusive) of one partition, outside any group (what is retained)."""
+        raise NotImplementedError
+
 
 def next_offsets(messages: Sequence[Message]) -> dict[TopicPartition, int]:
     """The offsets to commit after processing `messages`: last offset + 1 per partition."""
@@ -193,6 +197,11 @@ class EmbeddedLog(SpanLog):
 
     def consumer(self, topic: str, group: str) -> LogConsumer:
         return _EmbeddedConsumer(topic, group, self._topic(topic))
+
+    def read(self, topic: str, partition: int, first: int, last: int, timeout_s: float = 30.0) -> list[Message]:
+        state = self._topic(topic)
+        with state.cond:
+            return state.entries[max(first - state.base, 0) : max(last + 1 - state.base, 0)]
 
 
 # --- Kafka ------------------------------------------------------------------------------------
@@ -330,6 +339,35 @@ class KafkaLog(SpanLog):
 
     def consumer(self, topic: str, group: str) -> LogConsumer:
         return _KafkaConsumer(self.bootstrap, topic, group, self._options.get("consumer", {}))
+
+    def read(self, topic: str, partition: int, first: int, last: int, timeout_s: float = 30.0) -> list[Message]:
+        from kafka import KafkaConsumer
+        from kafka import TopicPartition as KafkaTopicPartition
+        from kafka.errors import KafkaError
+
+        tp = KafkaTopicPartition(topic, partition)
+        out: list[Message] = []
+        try:
+            consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
+                                     auto_offset_reset="earliest", max_partition_fetch_bytes=8 << 20)
+            try:
+                consumer.assign([tp])
+                consumer.seek(tp, first)
+                deadline = time.monotonic() + timeout_s
+                # Stops at `last` or at the end of the partition (a range past it was never written).
+                while (not out or out[-1].offset < last) and consumer.position(tp) <= last:
+                    if time.monotonic() > deadline:
+                        raise SpanLogUnavailable(f"reading {topic}[{partition}]@{first}-{last} timed out")
+                    for r in consumer.poll(timeout_ms=500).get(tp, []):
+                        if first <= r.offset <= last:
+                            out.append(Message(r.value, r.key, tuple(r.headers or ()), r.topic, r.partition, r.offset))
+                    if consumer.position(tp) >= consumer.end_offsets([tp])[tp]:
+                        break
+            finally:
+                consumer.close(autocommit=False)
+        except KafkaError as exc:
+            raise _unavailable(self.bootstrap, exc) from None
+        return out
 
 
 _embedded: EmbeddedLog | None = None

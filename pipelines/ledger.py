@@ -29,6 +29,11 @@ class OffsetRange:
         return f"{self.topic}/{self.partition}/{self.first}-{self.last}"
 
 
+def group_token(ranges: Sequence[OffsetRange]) -> str:
+    """The token of one insert covering `ranges`: a single range keeps its own token."""
+    return "+".join(r.token for r in sorted(ranges, key=lambda r: (r.topic, r.partition)))
+
+
 class BatchLedger:
     """Reads and writes `pipeline_batches` through the store client."""
 
@@ -36,20 +41,33 @@ class BatchLedger:
         self._client = client
         self._table = f"{database}.pipeline_batches"
 
-    def record(self, ranges: Sequence[OffsetRange]) -> None:
-        """Record the ranges about to be inserted (one small insert)."""
-        if ranges:
+    def record(self, inserts: Sequence[Sequence[OffsetRange]]) -> None:
+        """Record the ranges of each insert about to happen (one small insert for all of them)."""
+        rows = [
+            [r.topic, r.partition, r.first, r.last, group_token(ranges) if len(ranges) > 1 else ""]
+            for ranges in inserts
+            for r in ranges
+        ]
+        if rows:
             self._client.insert(
-                self._table,
-                [[r.topic, r.partition, r.first, r.last] for r in ranges],
-                column_names=["Topic", "Partition", "FirstOffset", "LastOffset"],
+                self._table, rows, column_names=["Topic", "Partition", "FirstOffset", "LastOffset", "Batch"]
             )
 
-    def last(self, topic: str, partition: int) -> OffsetRange | None:
-        """The most recent range recorded for a partition, if any."""
+    def last(self, topic: str, partition: int) -> list[OffsetRange]:
+        """The ranges of the most recent insert recorded for a partition (its own range first); [] if none."""
         rows = self._client.query(
-            f"SELECT FirstOffset, LastOffset FROM {self._table} "
+            f"SELECT FirstOffset, LastOffset, Batch FROM {self._table} "
             "WHERE Topic = %(t)s AND Partition = %(p)s ORDER BY LastOffset DESC LIMIT 1",
             parameters={"t": topic, "p": partition},
         ).result_rows
-        return OffsetRange(topic, partition, int(rows[0][0]), int(rows[0][1])) if rows else None
+        if not rows:
+            return []
+        own = OffsetRange(topic, partition, int(rows[0][0]), int(rows[0][1]))
+        if not rows[0][2]:
+            return [own]
+        others = self._client.query(
+            f"SELECT DISTINCT Topic, Partition, FirstOffset, LastOffset FROM {self._table} "
+            "WHERE Batch = %(b)s AND NOT (Topic = %(t)s AND Partition = %(p)s)",
+            parameters={"b": rows[0][2], "t": topic, "p": partition},
+        ).result_rows
+        return [own, *(OffsetRange(str(t), int(p), int(f), int(la)) for t, p, f, la in others)]

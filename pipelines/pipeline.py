@@ -1,23 +1,29 @@
 """The consume -> decode -> batch -> insert -> commit loop, one step at a time (the service runs it).
 
-Offsets are committed only after the batch's insert succeeded. Each partition's batch is inserted
-with a deduplication token naming its offset range, and the range is recorded in the ledger first,
-so a replay after a crash, restart or rebalance rebuilds the same range and is dropped by ClickHouse.
+Offsets are committed only after the batch's insert succeeded. The ready partitions' batches are
+inserted with one statement (each statement pays the views' fixed cost) whose deduplication token
+names every offset range in it, and the ranges are recorded in the ledger first, so a replay after a
+crash, restart or rebalance rebuilds the same insert and ClickHouse drops it. A replay of a
+several-partition insert reads its ranges from the log itself: after a rebalance the partitions may
+have different owners, and each of them rebuilds the whole insert (the duplicates are dropped too).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 
 from gatewatch.errors import GatewatchError
 from gatewatch.spanlog import LogConsumer, Message, TopicPartition
 from pipelines.batch import PartitionBatch
 from pipelines.decode import PoisonMessage
 from pipelines.dlq import DeadLetters
-from pipelines.ledger import BatchLedger
+from pipelines.ledger import BatchLedger, OffsetRange, group_token
 from pipelines.metrics import PipelineMetrics
+from pipelines.rawspans import RawSpans
 from pipelines.retry import Backoff
 from pipelines.writer import SpanWriter
 
@@ -41,7 +47,9 @@ class Pipeline:
         batch_seconds: float = 1.0,
         backoff: Backoff | None = None,
         after_insert: Callable[[], None] | None = None,
+        read_range: Callable[[OffsetRange], list[Message]] | None = None,
     ) -> None:
+        """`read_range` reads a recorded range from the log; without it each partition is inserted alone."""
         self._consumer, self._writer, self._ledger = consumer, writer, ledger
         self._dead_letters, self.metrics = dead_letters, metrics
         self._batch_rows, self._batch_seconds = batch_rows, batch_seconds
@@ -49,6 +57,9 @@ class Pipeline:
         self._after_insert = after_insert
         self._batches: dict[TopicPartition, PartitionBatch] = {}
         self._next: dict[TopicPartition, int] = {}
+        self._read_range = read_range
+        self._replayed: set[str] = set()  # tokens of several-partition inserts rebuilt from the log
+        self._replayed_to: dict[TopicPartition, int] = {}  # offsets those replays already stored
         self._lag_at = 0.0
         self._pending = 0
 
@@ -77,13 +88,13 @@ class Pipeline:
         ready = [b for b in self._batches.values() if force_replays or self._replay_ready(b, now)]
         if not ready:
             return
-        with_rows = [b for b in ready if len(b.spans)]
+        inserts = self._group([b for b in ready if len(b.spans)])
         self.backoff.run(
-            "recording batch offsets", lambda: self._ledger.record([b.range for b in with_rows]),
+            "recording batch offsets", lambda: self._ledger.record([[b.range for b in group] for group in inserts]),
             self.metrics.store_errors.inc,
         )
-        for batch in with_rows:
-            self._insert(batch)
+        for group in inserts:
+            self._insert(_joined([b.spans for b in group]), group_token([b.range for b in group]))
         if self._after_insert:
             self._after_insert()
         self._commit({(b.topic, b.partition): b.last + 1 for b in ready})
@@ -94,16 +105,23 @@ class Pipeline:
     def _recount(self) -> None:
         self._pending = sum(len(batch.spans) for batch in self._batches.values())
 
-    def _insert(self, batch: PartitionBatch) -> None:
+    def _group(self, batches: list[PartitionBatch]) -> list[list[PartitionBatch]]:
+        """The inserts of a flush: fresh batches together, each rebuilt range alone (its recorded token)."""
+        fresh = [b for b in batches if b.replay_end is None]
+        alone = [b for b in batches if b.replay_end is not None]
+        if self._read_range is None:  # nothing could rebuild a several-partition insert
+            alone, fresh = batches, []
+        return [[b] for b in alone] + ([fresh] if fresh else [])
+
+    def _insert(self, spans: RawSpans, token: str) -> None:
         started = time.perf_counter()
         self.backoff.run(
-            f"inserting {len(batch.spans)} spans", lambda: self._writer.write(batch.spans, batch.range.token),
-            self.metrics.store_errors.inc,
+            f"inserting {len(spans)} spans", lambda: self._writer.write(spans, token), self.metrics.store_errors.inc
         )
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        for message, error in batch.spans.rejected:  # only the Python mapper finds these, at insert time
+        for message, error in spans.rejected:  # only the Python mapper finds these, at insert time
             self._dead_letter(message, error)
-        self.metrics.rows_written.inc(len(batch.spans))
+        self.metrics.rows_written.inc(len(spans))
         self.metrics.batches.inc()
 
     def _commit(self, offsets: dict[TopicPartition, int]) -> None:
@@ -117,11 +135,16 @@ class Pipeline:
 
     def _handle(self, message: Message) -> None:
         tp = (message.topic, message.partition)
+        if message.offset <= self._replayed_to.get(tp, -1):
+            return  # stored by the replay of a several-partition insert
         batch = self._batches.get(tp)
         expected = self._next.get(tp)
         if expected is None or message.offset < expected:
             # First message since start or a rebalance, or a rewind: maybe a recorded range to rebuild.
-            batch = self._open(message)
+            opened = self._open(message)
+            if opened is None:
+                return
+            batch = opened
         elif batch is None:
             batch = self._batches[tp] = PartitionBatch(message.topic, message.partition, message.offset)
         elif batch.replay_end is not None and message.offset > batch.replay_end:
@@ -142,18 +165,45 @@ class Pipeline:
         self.metrics.dlq.inc()
         log.warning("dead letter %s[%d]@%d: %s", message.topic, message.partition, message.offset, error)
 
-    def _open(self, message: Message) -> PartitionBatch:
+    def _open(self, message: Message) -> PartitionBatch | None:
+        """A batch for the message's partition; None if a replay from the log stored the message."""
         recorded = self.backoff.run(
             "reading the batch ledger", lambda: self._ledger.last(message.topic, message.partition),
             self.metrics.store_errors.inc,
         )
         batch = PartitionBatch(message.topic, message.partition, message.offset)
-        if recorded and recorded.first <= message.offset <= recorded.last:
-            batch.first, batch.replay_end = recorded.first, recorded.last
-            log.info("rebuilding recorded batch %s so its insert is deduplicated", recorded.token)
+        own = recorded[0] if recorded else None
+        if own and own.first <= message.offset <= own.last and len(recorded) > 1:
+            self._replay_from_log(recorded)
+            return None
+        if own and own.first <= message.offset <= own.last:
+            batch.first, batch.replay_end = own.first, own.last
+            log.info("rebuilding recorded batch %s so its insert is deduplicated", own.token)
         self._batches[(message.topic, message.partition)] = batch
         self._recount()
         return batch
+
+    def _replay_from_log(self, ranges: list[OffsetRange]) -> None:
+        """Rebuild a several-partition insert from the log (once per process), then skip its messages."""
+        if self._read_range is None:
+            raise GatewatchError("a recorded several-partition batch needs a log reader to be replayed")
+        read = self._read_range
+        token, own = group_token(ranges), ranges[0]
+        if token not in self._replayed:
+            log.info("rebuilding recorded batch %s from the log so its insert is deduplicated", token)
+            spans = RawSpans()
+            for r in ranges:
+                messages: list[Message] = self.backoff.run("reading a recorded batch", partial(read, r))
+                for message in messages:
+                    with contextlib.suppress(PoisonMessage):  # sent to the DLQ before the range was recorded
+                        spans.add(message)
+            self._insert(spans, token)
+            self._replayed.add(token)
+        tp = (own.topic, own.partition)
+        self._batches.pop(tp, None)
+        self._recount()
+        self._replayed_to[tp], self._next[tp] = own.last, own.last + 1
+        self._commit({tp: own.last + 1})
 
     def _replay_ready(self, batch: PartitionBatch, now: float) -> bool:
         """A normal batch is always ready; a rebuilt one only once complete (or stalled for long)."""
@@ -173,6 +223,7 @@ class Pipeline:
         for tp in [tp for tp in self._next if tp not in owned]:
             # Another member owns it now and replays from the last commit: never insert it here.
             self._batches.pop(tp, None)
+            self._replayed_to.pop(tp, None)
             del self._next[tp]
             self._recount()
 
@@ -184,3 +235,10 @@ class Pipeline:
                 self.metrics.consumer_lag.set(self._consumer.lag())
             except GatewatchError as exc:
                 log.debug("lag unavailable: %s", exc)
+
+
+def _joined(parts: list[RawSpans]) -> RawSpans:
+    """One batch holding the messages of `parts` in order."""
+    if len(parts) == 1:
+        return parts[0]
+    return RawSpans([m for part in parts for m in part.messages], sum(part.rows for part in parts))

@@ -84,6 +84,7 @@ class PipelineService:
             batch_seconds=settings.pipeline_batch_seconds,
             backoff=Backoff(),
             after_insert=_crash_hook(),
+            read_range=lambda r: span_log.read(r.topic, r.partition, r.first, r.last),
         )
         if self._metrics_port is not None:
             self.metrics_port = self.metrics.serve(settings.host, self._metrics_port)
