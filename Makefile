@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA_STATE := .gatewatch/test-kafka
+# Benchmarks run by `make bench`; reliability.py has its own target (`make reliability`).
+BENCHES := $(filter-out bench/reliability.py,$(wildcard bench/*.py))
 # Debian packages that tests and benchmarks drive as real peers.
 DEBIAN_TOOLS := wrk nginx chromium
 
@@ -49,7 +51,7 @@ test: install debian-deps lint
 ## bench: every benchmark in bench/ (tables on stdout, JSON in bench/results/)
 bench: install debian-deps
 	@bootstrap=$$($(BIN)/gatewatch dev kafka start --state-dir $(KAFKA_STATE)) || exit 1; \
-	rc=0; for script in bench/*.py; do GATEWATCH_KAFKA=$$bootstrap $(PY) $$script || rc=1; done; \
+	rc=0; for script in $(BENCHES); do GATEWATCH_KAFKA=$$bootstrap $(PY) $$script || rc=1; done; \
 	$(BIN)/gatewatch dev kafka stop --state-dir $(KAFKA_STATE); exit $$rc
 
 ## eval: detectors' precision/recall/delay report (bench/results/detectors-eval.md/.json); the public
