@@ -4,8 +4,10 @@ Stages measured separately to show where time goes. The pipeline's path: validat
 ClickHouse maps the raw protobuf itself (INSERT ... SELECT FROM file(Protobuf), pipelines.sqlmap);
 the Python fallback path: OTLP decode -> columns, columns -> Native bytes, Native insert. Both inserts
 include parts, indexes and the three materialized views. Then the whole Kafka -> ClickHouse path
-through PipelineService. Baseline, same invocation: clickhouse-connect's generic column-oriented
-insert of the same spans (dict maps, LowCardinality built client-side) instead of our Native block.
+through PipelineService, and (baseline, same invocation) the same with one insert per partition as
+before the flush inserted every ready partition with one statement. Baseline of the inserts, same
+invocation: clickhouse-connect's generic column-oriented insert of the same spans (dict maps,
+LowCardinality built client-side) instead of our Native block.
 Spans are gateway-like with 10 span attributes. Set GATEWATCH_KAFKA for the end-to-end row.
 """
 
@@ -26,9 +28,11 @@ from gatewatch.settings import Settings
 from gatewatch.spanlog import KafkaLog, Message
 from gatewatch.store import connect
 from gatewatch.topics import ensure_topics, topic_specs
+from pipelines import service as pipeline_service
 from pipelines.columns import INSERT_COLUMNS, SpanColumns
 from pipelines.decode import decode_into
 from pipelines.migrate import migrate
+from pipelines.pipeline import Pipeline
 from pipelines.rawspans import RawSpans
 from pipelines.service import PipelineService
 from pipelines.synthetic import synthetic_request
@@ -92,6 +96,13 @@ def generic_rows(columns: SpanColumns) -> list[list]:
     ]
 
 
+class PerPartitionPipeline(Pipeline):
+    """The pipeline without a log reader: it then inserts each partition's batch on its own."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{**kwargs, "read_range": None})
+
+
 def end_to_end(
     settings: Settings, messages: list[bytes], spans: int, store
 ) -> tuple[dict[str, float], dict[str, float]]:
@@ -111,6 +122,15 @@ def end_to_end(
         service.stop()
 
     return startup, timed(spans, run)
+
+
+def per_partition_end_to_end(settings: Settings, messages: list[bytes], spans: int, store) -> dict[str, float]:
+    """end_to_end with the pipeline class swapped for the one-insert-per-partition baseline."""
+    pipeline_service.Pipeline = PerPartitionPipeline
+    try:
+        return end_to_end(settings, messages, spans, store)[1]
+    finally:
+        pipeline_service.Pipeline = Pipeline
 
 
 def main() -> int:
@@ -154,6 +174,12 @@ def main() -> int:
         startup, steady = end_to_end(e2e_settings, messages, spans, store)
         results["Kafka -> pipeline -> chDB"] = steady
         results["  (+ startup, as spans/s)"] = startup
+        base_tag = f"{tag}_pp"
+        base_settings = settings.model_copy(update={
+            "database": f"bench_e2e_{base_tag}", "spans_topic": f"bench_spans_{base_tag}",
+            "dlq_topic": f"bench_spans_{base_tag}.dlq", "pipeline_group": f"bench-{base_tag}",
+        })
+        results["baseline: 1 insert/partition"] = per_partition_end_to_end(base_settings, messages, spans, store)
     print(f"pipeline benchmark: {spans} spans, {SPANS_PER_MESSAGE} per message, 10 attributes per span, "
           f"batches of {BATCH}, {os.cpu_count()} CPUs (shared)")
     print(f"{'stage':32} {'spans/s (wall)':>15} {'spans/CPU-s':>13}")
