@@ -7,7 +7,7 @@ import time
 import pytest
 
 from gatewatch.settings import Settings
-from gatewatch.spanlog import EmbeddedLog, LogConsumer, Message, TopicPartition
+from gatewatch.spanlog import EmbeddedLog, KafkaLog, LogConsumer, Message, TopicPartition
 from pipelines.dlq import DeadLetters
 from pipelines.ledger import BatchLedger, OffsetRange
 from pipelines.metrics import PipelineMetrics
@@ -115,3 +115,25 @@ def test_a_flush_of_several_partitions_is_one_insert(settings, store):
     run.step(0)
     assert run.metrics.batches._value.get() == 1
     assert stored(store, settings)[0] == PARTITIONS * 2 * SPANS
+
+
+def test_kafka_log_reads_a_recorded_range_of_one_partition(kafka_settings: Settings):
+    from gatewatch.topics import ensure_topics, topic_specs
+
+    ensure_topics(kafka_settings.kafka, topic_specs(kafka_settings))
+    kafka = KafkaLog(kafka_settings.kafka)
+    producer = kafka.producer(kafka_settings.spans_topic)
+    producer.send([Message(f"m{i}".encode(), f"k{i}".encode()) for i in range(12)])
+    producer.close()
+    per_partition = {p: kafka.read(kafka_settings.spans_topic, p, 0, 1_000, timeout_s=20) for p in range(3)}
+    assert sorted(m.value for ms in per_partition.values() for m in ms) == sorted(f"m{i}".encode() for i in range(12))
+    partition, messages = max(per_partition.items(), key=lambda kv: len(kv[1]))
+    assert [m.offset for m in messages] == list(range(len(messages)))
+    middle = kafka.read(kafka_settings.spans_topic, partition, 1, 2, timeout_s=20)
+    assert [(m.offset, m.value, m.partition) for m in middle] == [(m.offset, m.value, partition) for m in messages[1:3]]
+
+
+def test_embedded_log_reads_a_range():
+    log = EmbeddedLog()
+    log.producer("t").send([Message(f"m{i}".encode()) for i in range(5)])
+    assert [(m.offset, m.value) for m in log.read("t", 0, 1, 3)] == [(1, b"m1"), (2, b"m2"), (3, b"m3")]
