@@ -11,7 +11,7 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     cmd = subparsers.add_parser(
         "pipeline", parents=[common], help="consume otlp_spans into ClickHouse otel_traces and rollups"
     )
-    cmd.add_argument("--batch-rows", type=int, default=None, help="flush at this many spans (default 10000)")
+    cmd.add_argument("--batch-rows", type=int, default=None, help="flush at this many spans (default 50000)")
     cmd.add_argument("--batch-seconds", type=float, default=None, help="...or after this many seconds (default 1)")
     cmd.add_argument("--group", default=None, help="Kafka consumer group (default gatewatch-pipeline)")
     cmd.add_argument("--metrics-port", type=int, default=None, help="/metrics port (default 9464, 0 = any free)")
