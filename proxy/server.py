@@ -15,7 +15,7 @@ import logging
 import ssl as ssl_module
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -49,9 +49,22 @@ class ServerLimits:
     header_timeout_s: float = 10.0  # from the first byte of a request to the end of its headers
     body_timeout_s: float = 30.0  # longest wait for the next piece of a request body
     idle_timeout_s: float = 60.0  # keep-alive connection without a request
+    # Admission (0 = no limit): beyond these the listener sheds with 503 + Retry-After at once, no
+    # upstream call, so a flood costs a few bytes per request instead of queued handlers and memory.
+    max_inflight: int = 0  # requests being handled across all connections
+    max_connections: int = 0  # open client connections
+    retry_after_s: int = 1
+
+
+def shed_response(reason: str, retry_after_s: int) -> Response:
+    """The 503 a listener answers when it sheds a request (reason: inflight or connections)."""
+    response = ProxyError(f"gateway overloaded ({reason} limit reached); retry later", 503, "overloaded").response()
+    response.headers.set("retry-after", str(retry_after_s))
+    return response
 
 
 RejectHook = Callable[[int, str], None]
+ShedHook = Callable[[str], None]
 _heap_settled = False
 
 
@@ -181,9 +194,21 @@ class HttpServerProtocol(WriteFlow):
         # mTLS hook (sidecar): the verified client certificate, handed to policies per request.
         ssl_object = transport.get_extra_info("ssl_object")
         self.peer_cert = ssl_object.getpeercert() if ssl_object is not None else None
+        limits = self.server.limits
+        if limits.max_connections and len(self.server.connections) >= limits.max_connections:
+            self._shed_connection(limits.retry_after_s)
+            return
         self.server.connections.add(self)
         self.tick = min(self.limits.header_timeout_s, self.limits.idle_timeout_s) / 2
         self._arm_timer(self.tick)
+
+    def _shed_connection(self, retry_after_s: int) -> None:
+        """Over the connection limit: answer 503 before reading anything, then close."""
+        self.server.shed("connections")
+        response = shed_response("connections", retry_after_s)
+        assert isinstance(response.body, bytes)
+        self._write_error(response.status, response.body, response.headers.items())
+        self._close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -307,8 +332,16 @@ class HttpServerProtocol(WriteFlow):
         if self.peer_cert:
             exchange.state["peer_cert"] = self.peer_cert
         close_after = False
+        server = self.server
+        limits = server.limits
+        admitted = not limits.max_inflight or server.inflight < limits.max_inflight
         try:
-            response = await self.handler(exchange)
+            if not admitted:
+                server.shed("inflight")
+                response = shed_response("inflight", limits.retry_after_s)
+            else:
+                server.inflight += 1
+                response = await self.handler(exchange)
         except ProxyError as exc:
             response = exc.response()
             close_after = isinstance(exc, ClientTimeout)
@@ -322,6 +355,10 @@ class HttpServerProtocol(WriteFlow):
         except Exception:
             log.exception("request handler failed")
             response = ProxyError("internal error", 500, "internal_error").response()
+        if body is not None and isinstance(body.error, ProxyError):
+            # The request body turned out malformed (or too slow): that is the answer, whatever the
+            # handler made of the part it saw (an upstream's early answer, a failed write upstream).
+            response, close_after = body.error.response(), True
         if body is not None and not body.done:
             close_after = True  # the rest of the upload would be read as the next request
         keep_alive = keep_alive and not close_after and not self.server.draining and not self.broken
@@ -333,6 +370,8 @@ class HttpServerProtocol(WriteFlow):
             keep_alive = False
             status = 599 if status < 500 else status
         finally:
+            if admitted:
+                server.inflight -= 1
             exchange.complete(status)
         self.served += 1
         self.busy = False
@@ -418,14 +457,18 @@ class HttpServerProtocol(WriteFlow):
             self.pause_reading()
             return
         response = ProxyError(message, status, code).response()
-        reason = _REASONS.get(status, "Error").encode()
-        head = (
-            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"connection: close\r\n\r\n"
-        )
         assert isinstance(response.body, bytes)
-        self._write(head % (status, reason, len(response.body)) + response.body)
+        self._write_error(status, response.body, [])
         self._close()
+
+    def _write_error(self, status: int, body: bytes, extra: Iterable[tuple[str, str]]) -> None:
+        """Write a complete JSON error answer that ends the connection (outside any handler)."""
+        head = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Error").encode()))
+        for name, value in extra:
+            if name not in ("content-type", "content-length"):
+                head += f"{name}: {value}\r\n".encode("latin-1")
+        head += b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
+        self._write(head + body)
 
     def _close(self) -> None:
         if self.transport is not None and not self.closing:
@@ -469,6 +512,7 @@ class HttpServer:
     def __init__(
         self, handler: CallNext, host: str = "127.0.0.1", port: int = 0, limits: ServerLimits | None = None,
         ssl: ssl_module.SSLContext | None = None, on_reject: RejectHook | None = None, backlog: int = 1024,
+        on_shed: ShedHook | None = None,
     ) -> None:
         self.handler = handler
         self.host = host
@@ -476,11 +520,18 @@ class HttpServer:
         self.limits = limits or ServerLimits()
         self.ssl = ssl
         self.on_reject = on_reject
+        self.on_shed = on_shed
+        self.inflight = 0  # admitted requests being handled (admission control)
         self.backlog = backlog
         self.connections: set[HttpServerProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.draining = False
         self._server: asyncio.Server | None = None
+
+    def shed(self, reason: str) -> None:
+        """Count one request or connection refused by admission control."""
+        if self.on_shed is not None:
+            self.on_shed(reason)
 
     async def start(self) -> None:
         """Bind and listen; `self.port` is the bound port afterwards (port 0 picks a free one)."""

@@ -368,6 +368,9 @@ class UpstreamCaller:
             assert conn.headers_future is not None
             await _with_timeout(conn.headers_future, wait_s)
         except BaseException:
+            future = conn.headers_future
+            if future is not None and future.done() and not future.cancelled():
+                future.exception()  # retrieved: a failure we are already propagating another way
             self.pool.discard(conn)
             raise
         cluster.report(endpoint, ok=conn.status < 500)
@@ -395,6 +398,8 @@ class UpstreamCaller:
             transport.write(buffer)
             return
         async for chunk in request.body:
+            if conn.error is not None or transport.is_closing():
+                break  # the upstream answered early or failed: writing would raise on a closed transport
             if not chunk:
                 continue
             if chunked:
