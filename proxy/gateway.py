@@ -38,6 +38,7 @@ def server_limits(config: GatewayConfig) -> ServerLimits:
     return ServerLimits(
         max_header_bytes=limits.max_header_bytes, header_timeout_s=limits.header_timeout_s,
         body_timeout_s=limits.body_timeout_s, idle_timeout_s=limits.idle_timeout_s,
+        max_inflight=limits.max_inflight, max_connections=limits.max_connections, retry_after_s=limits.retry_after_s,
     )
 
 
@@ -167,6 +168,7 @@ class GatewayService:
         self._server = HttpServer(
             chain, host, port, server_limits(config),
             on_reject=lambda status, code: self.metrics.count(self.metrics.rejected, code),
+            on_shed=lambda reason: self.metrics.count(self.metrics.shed, reason),
         )
         try:
             await self._server.start()

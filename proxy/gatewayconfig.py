@@ -23,6 +23,9 @@ class LimitsConfig(_Model):
     body_timeout_s: float = Field(30.0, gt=0)
     idle_timeout_s: float = Field(60.0, gt=0)
     drain_timeout_s: float = Field(10.0, ge=0)
+    max_inflight: int = Field(0, ge=0, description="requests handled at once; beyond: 503 (0 = no limit)")
+    max_connections: int = Field(0, ge=0, description="open client connections; beyond: 503 + close (0 = no limit)")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After on load-shedding 503s")
 
 
 class UpstreamTlsConfig(_Model):

@@ -54,6 +54,10 @@ class GatewayMetrics(CounterCache):
             "gatewatch_proxy_rejected_requests", "Requests refused before routing (malformed, too large, slow)",
             ["code"], registry=registry,
         )
+        self.shed = Counter(
+            "gatewatch_gateway_shed", "Requests/connections refused with 503 by admission control",
+            ["reason"], registry=registry,
+        )
         self.reloads = Counter(
             "gatewatch_gateway_config_reloads", "Config reload attempts", ["result"], registry=registry,
         )
