@@ -27,8 +27,8 @@ class Seen:
 
 
 @contextmanager
-def echo_server(max_body: int = 1 << 16) -> Iterator[tuple[int, Seen]]:
-    """The proxy's HttpServer with a handler that reads the body and answers 200; yields its port."""
+def echo_server(max_body: int = 1 << 16, delay_s: float = 0.0) -> Iterator[tuple[int, Seen]]:
+    """The proxy's HttpServer with a handler that reads the body and answers 200 (after `delay_s`); yields its port."""
     from proxy.policy import Exchange, Response, limit_body
     from proxy.server import HttpServer, ServerLimits
 
@@ -36,6 +36,8 @@ def echo_server(max_body: int = 1 << 16) -> Iterator[tuple[int, Seen]]:
 
     async def handler(exchange: Exchange) -> Response:
         body = b"".join([chunk async for chunk in limit_body(exchange.request.body, max_body)])
+        if delay_s:
+            await asyncio.sleep(delay_s)  # a slow upstream: admission control has something to hold back
         with seen.lock:
             seen.requests.append((exchange.request.method, exchange.request.path, body))
         return Response.json(200, {"path": exchange.request.path, "body": len(body)})

@@ -1,4 +1,5 @@
-"""The overload case: the gateway driven at twice the rate its route limit allows.
+"""The overload case: the gateway driven at twice the rate its route limit allows, then at twice
+its own measured capacity (admission control: max in-flight requests in front of a slow upstream).
 
 Load is open-loop (requests start on a fixed schedule whatever the answers) and latency counts
 from the scheduled start, so a stalled gateway shows up as latency rather than as a slower client.
@@ -9,8 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gatewatch.settings import Settings
 from tests.faults.harness import FAIL, PASS, CaseResult, Scale
@@ -18,6 +22,8 @@ from tests.faults.httpprobe import echo_server
 
 P99_BOUND_S = 1.0  # admitted requests, on a shared 2-core machine
 MAX_CONCURRENT = 256
+CAPACITY_INFLIGHT = 8  # the gateway's max_inflight in the capacity phase
+UPSTREAM_DELAY_S = 0.05  # so capacity is about CAPACITY_INFLIGHT / delay = 160/s, within the client's reach
 
 
 @dataclass
@@ -73,6 +79,22 @@ class Pool:
         self.idle.clear()
 
 
+async def max_rate(pool: Pool, workers: int, seconds: float) -> float:
+    """Closed loop: `workers` back-to-back clients for `seconds`; the rate of 200s they got."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    done = 0
+
+    async def worker() -> None:
+        nonlocal done
+        while loop.time() < deadline:
+            if await asyncio.wait_for(pool.get("/api/items"), 10.0) == 200:
+                done += 1
+
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    return done / seconds
+
+
 async def drive(pool: Pool, rate: float, seconds: float) -> Phase:
     """Start `rate` requests per second for `seconds`; wait for every answer."""
     phase = Phase()
@@ -116,50 +138,80 @@ def _rss_mb() -> float:
 
 
 def gateway_overload(settings: Settings, scale: Scale) -> CaseResult:
-    """Route limit R; drive R/2 (warm), 2R (overload), R/2 (recovery)."""
+    """Route limit R: drive R/2 (warm), 2R (overload), R/2 (recovery); then the same against the
+    gateway's own capacity C (max_inflight in front of a slow upstream): measure C, drive 2C, C/2."""
     limit = 100.0 if scale.spans < 10_000 else 200.0
     seconds = max(4.0, scale.seconds / 2)
+    cap_seconds = max(3.0, scale.seconds / 2)
     result = CaseResult(
         "gateway_overload",
         f"route limit {limit:.0f}/s; open-loop load {limit / 2:.0f}/s 2 s, {2 * limit:.0f}/s {seconds:.0f} s, "
-        f"{limit / 2:.0f}/s 3 s",
+        f"{limit / 2:.0f}/s 3 s; then max_inflight {CAPACITY_INFLIGHT}, upstream {UPSTREAM_DELAY_S * 1000:.0f} ms: "
+        f"capacity C measured closed-loop 1.5 s, open-loop 2C {cap_seconds:.0f} s, C/2 2 s",
         f"excess shed with 429/503, no other errors; admitted p99 < {P99_BOUND_S * 1000:.0f} ms; fds and RSS "
         "back near the start; all admitted after the load drops",
     )
+    route = {"route_limit": {"rate_per_s": limit, "burst": int(limit / 10)}}
+    with echo_server() as (upstream_port, _seen), _gateway(settings, upstream_port, route, {}) as port:
+        fds0, rss0 = _fds(), _rss_mb()
+        warm, over, after, fds1 = asyncio.run(_phases(port, limit, seconds))
+        time.sleep(0.5)
+        fds2, rss2 = _fds(), _rss_mb()
+    result.counts = _counts(over, after, fds0, fds1, fds2, rss2 - rss0)
+    limits = {"max_inflight": CAPACITY_INFLIGHT}
+    with echo_server(delay_s=UPSTREAM_DELAY_S) as (upstream_port, _seen), \
+            _gateway(settings, upstream_port, {}, limits) as port:
+        fds0, rss0 = _fds(), _rss_mb()
+        capacity, cap_over, cap_after, fds1 = asyncio.run(_capacity_phases(port, cap_seconds))
+        time.sleep(0.5)
+        fds2, rss2 = _fds(), _rss_mb()
+    cap = _counts(cap_over, cap_after, fds0, fds1, fds2, rss2 - rss0)
+    cap["max_rate_per_s"] = round(capacity, 1)
+    # fds are counted with the gateway still up: its keep-alive pool to the (in-process) upstream may
+    # hold up to max_inflight connections, two fds each here; anything beyond that would be a leak.
+    result.counts.update({f"cap_{name}": value for name, value in cap.items()})
+    result.ok = _ok(result.counts) and warm.share(200) == 1.0 and _ok(cap, fd_slack=5 + 2 * CAPACITY_INFLIGHT)
+    result.verdict = PASS if result.ok else FAIL
+    return result
+
+
+@contextmanager
+def _gateway(settings: Settings, upstream_port: int, route: dict[str, Any], limits: dict[str, Any]) -> Iterator[int]:
+    """A gateway with one catch-all route to the upstream; yields its port."""
     from proxy.gateway import GatewayService
     from proxy.gatewayconfig import GatewayConfig
 
-    with echo_server() as (upstream_port, _seen):
-        config = GatewayConfig.model_validate({
-            "listen_port": 0, "admin_port": 0, "tracing": {"enabled": False},
-            "upstreams": {"api": {"endpoints": [f"127.0.0.1:{upstream_port}"]}},
-            "routes": [{"name": "api", "match": {"prefix": "/"}, "upstream": "api",
-                        "route_limit": {"rate_per_s": limit, "burst": int(limit / 10)}}],
-        })
-        gateway = GatewayService(config, settings)
-        gateway.start()
-        try:
-            fds0, rss0 = _fds(), _rss_mb()
-            warm, over, after, fds1 = asyncio.run(_phases(gateway.port, limit, seconds))
-            time.sleep(0.5)
-            fds2, rss2 = _fds(), _rss_mb()
-        finally:
-            gateway.stop(5.0)
-    total_over = sum(over.statuses.values()) + over.errors
-    result.counts = {
-        "sent_overload": float(total_over), "admitted": float(over.statuses.get(200, 0)),
-        "shed_429_503": float(over.statuses.get(429, 0) + over.statuses.get(503, 0)),
-        "other": float(total_over - over.statuses.get(200, 0) - over.statuses.get(429, 0) - over.statuses.get(503, 0)),
+    config = GatewayConfig.model_validate({
+        "listen_port": 0, "admin_port": 0, "tracing": {"enabled": False}, "limits": limits,
+        "upstreams": {"api": {"endpoints": [f"127.0.0.1:{upstream_port}"]}},
+        "routes": [{"name": "api", "match": {"prefix": "/"}, "upstream": "api", **route}],
+    })
+    gateway = GatewayService(config, settings)
+    gateway.start()
+    try:
+        yield gateway.port
+    finally:
+        gateway.stop(5.0)
+
+
+def _counts(over: Phase, after: Phase, fds0: int, fds1: int, fds2: int, rss_growth_mb: float) -> dict[str, float]:
+    """The table's figures for one overload phase and its recovery."""
+    total = sum(over.statuses.values()) + over.errors
+    shed = over.statuses.get(429, 0) + over.statuses.get(503, 0)
+    return {
+        "sent_overload": float(total), "admitted": float(over.statuses.get(200, 0)),
+        "shed_429": float(over.statuses.get(429, 0)), "shed_503": float(over.statuses.get(503, 0)),
+        "shed_429_503": float(shed), "other": float(total - over.statuses.get(200, 0) - shed),
         "client_overflow": float(over.overflow), "p99_admitted_ms": round(over.p99_ms(), 1),
         "recovery_ok_share": round(after.share(200), 3), "recovery_p99_ms": round(after.p99_ms(), 1),
-        "fd_growth": float(fds2 - fds0), "fd_peak_growth": float(fds1 - fds0), "rss_growth_mb": round(rss2 - rss0, 1),
+        "fd_start": float(fds0), "fd_end": float(fds2),
+        "fd_growth": float(fds2 - fds0), "fd_peak_growth": float(fds1 - fds0), "rss_growth_mb": round(rss_growth_mb, 1),
     }
-    c = result.counts
-    result.ok = (c["other"] == 0 and c["shed_429_503"] > 0 and c["p99_admitted_ms"] < P99_BOUND_S * 1000
-                 and c["recovery_ok_share"] == 1.0 and c["fd_growth"] <= 5 and c["rss_growth_mb"] < 100
-                 and warm.share(200) == 1.0)
-    result.verdict = PASS if result.ok else FAIL
-    return result
+
+
+def _ok(c: dict[str, float], fd_slack: int = 5) -> bool:
+    return (c["other"] == 0 and c["shed_429_503"] > 0 and c["p99_admitted_ms"] < P99_BOUND_S * 1000
+            and c["recovery_ok_share"] == 1.0 and c["fd_growth"] <= fd_slack and c["rss_growth_mb"] < 100)
 
 
 async def _phases(port: int, limit: float, seconds: float) -> tuple[Phase, Phase, Phase, int]:
@@ -175,3 +227,18 @@ async def _phases(port: int, limit: float, seconds: float) -> tuple[Phase, Phase
         pool.close()
         await asyncio.sleep(0.1)
     return warm, over, after, peak_fds
+
+
+async def _capacity_phases(port: int, seconds: float) -> tuple[float, Phase, Phase, int]:
+    """Measure the gateway's max rate closed-loop, drive twice that open-loop, then half of it."""
+    pool = Pool(port)
+    try:
+        capacity = await max_rate(pool, CAPACITY_INFLIGHT, 1.5)
+        over = await drive(pool, 2 * capacity, seconds)
+        peak_fds = _fds()
+        await asyncio.sleep(1.0)
+        after = await drive(pool, capacity / 2, 2.0)
+    finally:
+        pool.close()
+        await asyncio.sleep(0.1)
+    return capacity, over, after, peak_fds
