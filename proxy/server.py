@@ -180,6 +180,8 @@ class HttpServerProtocol(WriteFlow):
         self.idle_since = self.loop.time()
         self.closing = False
         self.broken = False  # a parse error while a request was in flight: close after its answer
+        # a malformed request pipelined behind ones in flight: answered (then close) after them
+        self.deferred: tuple[int, str, str] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.read_paused = False
 
@@ -361,7 +363,8 @@ class HttpServerProtocol(WriteFlow):
             response, close_after = body.error.response(), True
         if body is not None and not body.done:
             close_after = True  # the rest of the upload would be read as the next request
-        keep_alive = keep_alive and not close_after and not self.server.draining and not self.broken
+        ends_here = self.broken and self.deferred is None  # else the deferred answer closes it
+        keep_alive = keep_alive and not close_after and not self.server.draining and not ends_here
         status = response.status
         try:
             keep_alive = await self._send(request, response, keep_alive)
@@ -379,6 +382,9 @@ class HttpServerProtocol(WriteFlow):
             self._close()
         elif self.pending:
             self._next_request()
+        elif self.deferred is not None:
+            status, code, message = self.deferred
+            self._answer_error(status, code, message)
         else:
             self.idle_since = self.loop.time()
 
@@ -451,11 +457,17 @@ class HttpServerProtocol(WriteFlow):
         if self.server.on_reject is not None:
             self.server.on_reject(status, code)
         if self.busy:
-            # A request is in flight (its body was malformed): its handler answers with the body's
-            # error and the connection closes after that answer; nothing more is parsed.
+            # A request is in flight. If its body was malformed, its handler answers with the body's
+            # error; otherwise the bad bytes start a later request, answered after those before it.
+            # Either way the connection closes then and nothing more is parsed.
             self.broken = True
             self.pause_reading()
+            if self.body is None:
+                self.deferred = (status, code, message)
             return
+        self._answer_error(status, code, message)
+
+    def _answer_error(self, status: int, code: str, message: str) -> None:
         response = ProxyError(message, status, code).response()
         assert isinstance(response.body, bytes)
         self._write_error(status, response.body, [])

@@ -93,6 +93,15 @@ def test_bad_chunk_mid_request_is_400_then_close(gateway: Gateway, bad: bytes, m
     assert b'"error":"bad_request"' in received.replace(b" ", b"")
 
 
+def test_malformed_request_pipelined_behind_valid_ones_gets_its_own_400(gateway: Gateway) -> None:
+    data = b"GET /p1 HTTP/1.1\r\n" + HOST + b"\r\n" + b"GET /p2 HTTP/1.1\r\n" + HOST + b"\r\nGARBAGE\r\n\r\n"
+    _, received = exchange(gateway, data)
+    answers = received.split(b"HTTP/1.1 ")[1:]
+    assert [answer[:3] for answer in answers] == [b"200", b"200", b"400"], received[:300]
+    assert b"connection: close" not in answers[0].lower() and b"connection: close" in answers[2].lower()
+    assert b'"error":"bad_request"' in answers[2]
+
+
 def test_oversized_headers_are_431(gateway: Gateway) -> None:
     big = b"GET /open HTTP/1.1\r\n" + HOST + b"X-Big: " + b"a" * 5000 + b"\r\n\r\n"
     assert_closed_with(gateway, big, 431)

@@ -214,15 +214,23 @@ def _ok(c: dict[str, float], fd_slack: int = 5) -> bool:
             and c["recovery_ok_share"] == 1.0 and c["fd_growth"] <= fd_slack and c["rss_growth_mb"] < 100)
 
 
+async def _overload_then_recover(
+    pool: Pool, rate: float, seconds: float, recovery_s: float,
+) -> tuple[Phase, Phase, int]:
+    """Drive 2x `rate` for `seconds`, pause, then rate/2: both phases and the fd count at the peak."""
+    over = await drive(pool, 2 * rate, seconds)
+    peak_fds = _fds()
+    await asyncio.sleep(1.0)
+    after = await drive(pool, rate / 2, recovery_s)
+    return over, after, peak_fds
+
+
 async def _phases(port: int, limit: float, seconds: float) -> tuple[Phase, Phase, Phase, int]:
     pool = Pool(port)
     try:
         warm = await drive(pool, limit / 2, 2.0)
         await asyncio.sleep(0.2)  # let the bucket refill after the warm phase
-        over = await drive(pool, 2 * limit, seconds)
-        peak_fds = _fds()
-        await asyncio.sleep(1.0)
-        after = await drive(pool, limit / 2, 3.0)
+        over, after, peak_fds = await _overload_then_recover(pool, limit, seconds, 3.0)
     finally:
         pool.close()
         await asyncio.sleep(0.1)
@@ -234,10 +242,7 @@ async def _capacity_phases(port: int, seconds: float) -> tuple[float, Phase, Pha
     pool = Pool(port)
     try:
         capacity = await max_rate(pool, CAPACITY_INFLIGHT, 1.5)
-        over = await drive(pool, 2 * capacity, seconds)
-        peak_fds = _fds()
-        await asyncio.sleep(1.0)
-        after = await drive(pool, capacity / 2, 2.0)
+        over, after, peak_fds = await _overload_then_recover(pool, capacity, seconds, 2.0)
     finally:
         pool.close()
         await asyncio.sleep(0.1)
