@@ -8,6 +8,7 @@ Consumers commit offsets explicitly, so a restarted consumer replays what it had
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -272,6 +273,21 @@ class _KafkaProducer(LogProducer):
             # Records still queued were never acknowledged (send() waits for the verdict): stopping
             # must not fail on them.
             logging.getLogger(__name__).warning("span log producer closed with unsent records: %s", exc)
+            self._force_close()
+
+    def _force_close(self) -> None:
+        """Fail the records still queued and finish closing the kafka-python producer."""
+        from kafka.errors import KafkaError
+
+        # kafka-python marks itself closed only after a successful flush; left half-closed, its
+        # __del__ closes again at garbage collection and prints "Exception ignored ... Timeout
+        # waiting for future". A forced sender stop fails the queued batches, so the flush in the
+        # second close has nothing left to wait for.
+        sender = self._producer._sender
+        sender.force_close()
+        sender.join(1.0)
+        with contextlib.suppress(KafkaError):  # already reported by close()
+            self._producer.close(timeout=0)
 
 
 class _KafkaConsumer(LogConsumer):
