@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gatewatch.semconv import GATEWAY_SERVICE
+from proxy.admission import AdmissionConfig
 from proxy.yamlconfig import Loc, load_yaml_model
 
 
@@ -16,16 +17,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class LimitsConfig(_Model):
+class LimitsConfig(AdmissionConfig, _Model):
     max_header_bytes: int = Field(16 * 1024, ge=1024)
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=0)
     header_timeout_s: float = Field(10.0, gt=0)
     body_timeout_s: float = Field(30.0, gt=0)
     idle_timeout_s: float = Field(60.0, gt=0)
     drain_timeout_s: float = Field(10.0, ge=0)
-    max_inflight: int = Field(0, ge=0, description="requests handled at once; beyond: 503 (0 = no limit)")
-    max_connections: int = Field(0, ge=0, description="open client connections; beyond: 503 + close (0 = no limit)")
-    retry_after_s: int = Field(1, ge=0, description="Retry-After on load-shedding 503s")
 
 
 class UpstreamTlsConfig(_Model):

@@ -58,7 +58,7 @@ class ServerLimits:
 
 def shed_response(reason: str, retry_after_s: int) -> Response:
     """The 503 a listener answers when it sheds a request (reason: inflight or connections)."""
-    response = ProxyError(f"gateway overloaded ({reason} limit reached); retry later", 503, "overloaded").response()
+    response = ProxyError(f"overloaded ({reason} limit reached); retry later", 503, "overloaded").response()
     response.headers.set("retry-after", str(retry_after_s))
     return response
 

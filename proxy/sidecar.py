@@ -109,8 +109,11 @@ class SidecarService:
             RetryPolicy(self.config.max_body_bytes),
         ]
         self._servers = [
-            HttpServer(build_chain(inbound, local_caller), host, self.config.inbound.port, ssl=self._server_tls),
-            HttpServer(build_chain(outbound, remote_caller), host, self.config.outbound.port),
+            HttpServer(build_chain(inbound, local_caller), host, self.config.inbound.port,
+                       self.config.inbound.limits.server_limits(), ssl=self._server_tls,
+                       on_shed=self.metrics.shed_hook("in")),
+            HttpServer(build_chain(outbound, remote_caller), host, self.config.outbound.port,
+                       self.config.outbound.limits.server_limits(), on_shed=self.metrics.shed_hook("out")),
         ]
         for server in self._servers:
             await server.start()

@@ -3,7 +3,7 @@
 ```yaml
 service: checkout              # identity of the local service (`--service` overrides)
 inbound:  {port: 15006, forward_to: "127.0.0.1:8000", allow: [gateway]}   # allow: omit = any peer
-outbound: {port: 15001}
+outbound: {port: 15001, limits: {max_inflight: 256, max_connections: 64, retry_after_s: 1}}  # 0 = no limit
 admin_port: 15090              # /metrics, /healthz (default GATEWATCH_SIDECAR_ADMIN_PORT; 0 = any free port)
 tls: {enabled: true, ca: certs/ca.pem, cert: certs/checkout.pem, key: certs/checkout.key}
 services:                      # registry: name -> endpoints (the callee sidecars' inbound ports)
@@ -26,6 +26,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from gatewatch.errors import ConfigError
+from proxy.admission import AdmissionConfig
 from proxy.breaker import BreakerConfig
 from proxy.mtls import TlsFiles
 from proxy.retry import RetryConfig
@@ -52,6 +53,7 @@ class InboundConfig(_Model):
     port: Port = 15006
     forward_to: str
     allow: list[str] | None = None  # caller identities; None = every authenticated caller
+    limits: AdmissionConfig = Field(default_factory=AdmissionConfig)  # type: ignore[arg-type]  # 503 + Retry-After
 
     @field_validator("forward_to")
     @classmethod
@@ -63,6 +65,7 @@ class OutboundConfig(_Model):
     """The listener the local service calls others through, naming them in the Host header."""
 
     port: Port = 15001
+    limits: AdmissionConfig = Field(default_factory=AdmissionConfig)  # type: ignore[arg-type]  # 503 + Retry-After
 
 
 class TlsConfig(_Model):

@@ -1,8 +1,9 @@
 """Prometheus metrics of one sidecar (gatewatch_sidecar_*), served on its admin port.
 
 Requests are counted per direction (`in`: callers -> local service, `out`: local service ->
-callee), peer and status code; retries and breaker rejections per callee; each edge's breaker
-state is a gauge read at scrape time (0 closed, 1 half-open, 2 open).
+callee), peer and status code; admission-control sheds per direction and reason; retries and
+breaker rejections per callee; each edge's breaker state is a gauge read at scrape time (0 closed,
+1 half-open, 2 open).
 """
 
 from __future__ import annotations
@@ -38,10 +39,18 @@ class SidecarMetrics(CounterCache):
             "gatewatch_sidecar_breaker_rejections", "Outbound requests answered 503 by an open circuit",
             ["edge"], registry=registry,
         )
+        self.shed = Counter(
+            "gatewatch_sidecar_shed", "Requests/connections refused with 503 by admission control",
+            ["direction", "reason"], registry=registry,
+        )
         self.breaker_state = Gauge(
             "gatewatch_sidecar_breaker_state", "Circuit breaker state per edge: 0 closed, 1 half-open, 2 open",
             ["edge"], registry=registry,
         )
+
+    def shed_hook(self, direction: str) -> Callable[[str], None]:
+        """The listener's on_shed callback: counts one shed request/connection of `direction`."""
+        return lambda reason: self.count(self.shed, direction, reason)
 
     def watch_breakers(self, registry: dict[str, Upstream]) -> None:
         """Export each callee's breaker state (read when scraped, so it is never stale)."""

@@ -32,26 +32,49 @@ def guarded(settings: Settings, upstreams: list[int]) -> Iterator[GatewayService
         service.stop(5)
 
 
+def metric_sum(admin_port: int, series: str) -> float:
+    """The value of one metric series (name{labels}) on an admin port's /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{admin_port}/metrics").text
+    return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(series + " "))
+
+
 def _shed_count(service: GatewayService, reason: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{service.admin_port}/metrics").text
-    line = f'gatewatch_gateway_shed_total{{reason="{reason}"}} '
-    return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+    return metric_sum(service.admin_port, f'gatewatch_gateway_shed_total{{reason="{reason}"}}')
 
 
-def test_excess_inflight_gets_503_at_once_and_admitted_complete(guarded: GatewayService) -> None:
-    async def run() -> list[tuple[int, str | None, str]]:
-        order: list[tuple[int, str | None, str]] = []
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{guarded.port}", timeout=10) as client:
+Answer = tuple[int, str | None, str]  # status, Retry-After, body
+
+
+def burst(port: int, admitted: int, excess: int, headers: dict[str, str] | None = None) -> list[Answer]:
+    """`admitted` slow requests first, then `excess` more while those wait; answers in arrival order."""
+    async def run() -> list[Answer]:
+        order: list[Answer] = []
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=10) as client:
             async def one(i: int) -> None:
                 answer = await client.get(f"/slow/{i}")
                 order.append((answer.status_code, answer.headers.get("retry-after"), answer.text))
-            slow = [asyncio.create_task(one(i)) for i in range(2)]
-            await asyncio.sleep(0.3)  # both admitted and waiting on the 1.5 s upstream
-            await asyncio.gather(*(one(i) for i in range(2, 7)))
+            slow = [asyncio.create_task(one(i)) for i in range(admitted)]
+            await asyncio.sleep(0.3)  # all admitted and waiting on the slow (1.5 s) upstream
+            await asyncio.gather(*(one(i) for i in range(admitted, admitted + excess)))
             await asyncio.gather(*slow)
         return order
 
-    order = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def flood_connections(port: int, count: int) -> None:
+    """Open `count` connections one by one; each must be answered 503 + Retry-After: 2 and closed."""
+    for _ in range(count):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+            received = b""
+            while chunk := extra.recv(4096):
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 503 "), received[:200]
+        assert b"retry-after: 2" in received and b"connection: close" in received
+
+
+def test_excess_inflight_gets_503_at_once_and_admitted_complete(guarded: GatewayService) -> None:
+    order = burst(guarded.port, admitted=2, excess=5)
     statuses = [status for status, _, _ in order]
     # the five excess requests were answered while the two admitted ones were still upstream
     assert statuses == [503] * 5 + [200] * 2, order
@@ -60,22 +83,16 @@ def test_excess_inflight_gets_503_at_once_and_admitted_complete(guarded: Gateway
     assert httpx.get(f"http://127.0.0.1:{guarded.port}/after").status_code == 200  # capacity came back
 
 
-def _fds() -> int:
+def fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
 def test_connections_beyond_the_limit_get_503_and_close_without_fd_growth(guarded: GatewayService) -> None:
     held = [socket.create_connection(("127.0.0.1", guarded.port), timeout=5) for _ in range(8)]
     wait_for(lambda: len(guarded._server.connections) == 8, timeout_s=5)  # type: ignore[union-attr]
-    fds_before = _fds()
-    for _ in range(30):
-        with socket.create_connection(("127.0.0.1", guarded.port), timeout=5) as extra:
-            received = b""
-            while chunk := extra.recv(4096):
-                received += chunk
-        assert received.startswith(b"HTTP/1.1 503 "), received[:200]
-        assert b"retry-after: 2" in received and b"connection: close" in received
-    assert _fds() <= fds_before + 2
+    fds_before = fds()
+    flood_connections(guarded.port, 30)
+    assert fds() <= fds_before + 2
     assert _shed_count(guarded, "connections") == 30
     for sock in held:
         sock.close()
