@@ -176,7 +176,6 @@ def test_live_loop_enforces_at_the_control_plane(kafka_settings, store, receiver
             version = snap["version"]
             found = next((d for d in snap["decisions"] if d["target"]["key"] == "203.0.12.1"), None)
         assert found and found["kind"] == "rate_limit" and found["mode"] == "enforce"
-        assert time.time() - now < 60
         for _ in range(50):  # the alert is stored right after the decision is published
             alerts = httpx.get(plane.url + "/v1/alerts", headers=auth).json()["alerts"]
             if any(a["labels"]["target"] == "203.0.12.1" for a in alerts):
