@@ -1,33 +1,188 @@
-"""The proxies' OTLP/HTTP span exporter: the SDK's exporter (endpoint, headers, compression,
-retries, session) with the batch encoded by `proxy.otlpwire` instead of the SDK's object encoder."""
+"""The proxies' OTLP/HTTP span exporter: batches encoded by `proxy.otlpwire`, POSTed with the
+standard library's `http.client` on one keep-alive connection.
+
+The SDK's `OTLPSpanExporter` pulls in requests, urllib3 and the protobuf classes (~8 MB of a
+sidecar's RSS) to send bytes the proxies already have. This sends the same request the same way
+(`Content-Type: application/x-protobuf`, OTLP headers/compression/certificate env vars, retries
+with exponential backoff on 429/502/503/504 and connection errors, `Retry-After` honoured, one
+deadline per batch).
+"""
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import logging
-from collections.abc import Sequence
+import os
+import random
+import ssl
+import threading
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.util.re import parse_env_headers
 
 from proxy.otlpwire import encode_request
 
 log = logging.getLogger(__name__)
 
+RETRYABLE = frozenset({429, 502, 503, 504})
+MAX_ATTEMPTS = 6  # as the SDK exporter: 1 s, 2 s, 4 s ... backoff, bounded by the deadline
+_CONNECTION_ERRORS = (OSError, http.client.HTTPException)  # refused, reset, timed out, bad response
 
-class WireOTLPSpanExporter(OTLPSpanExporter):
-    """OTLPSpanExporter whose encoding costs a tenth; sends the same ExportTraceServiceRequest."""
+
+def otlp_env(name: str) -> str | None:
+    """`OTEL_EXPORTER_OTLP_TRACES_<name>`, else `OTEL_EXPORTER_OTLP_<name>` (the SDK's precedence)."""
+    return os.environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or os.environ.get(f"OTEL_EXPORTER_OTLP_{name}")
+
+
+class HttpPoster:
+    """POSTs bodies to one URL over a kept-alive `http.client` connection (re-opened after errors)."""
+
+    def __init__(self, url: str, timeout_s: float, context: ssl.SSLContext | None = None) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"OTLP endpoint must be an http(s) URL, got {url!r}")
+        self.url = url
+        self._https = parts.scheme == "https"
+        self._host, self._port = parts.hostname, parts.port
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._timeout_s = timeout_s
+        self._context = context
+        self._connection: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()  # one request at a time on the connection
+
+    def post(self, body: bytes, headers: Mapping[str, str], timeout_s: float) -> tuple[int, str | None]:
+        """The response status and its Retry-After header; raises OSError/HTTPException on failure."""
+        with self._lock:
+            reused = self._connection is not None
+            try:
+                return self._post(body, headers, timeout_s)
+            except _CONNECTION_ERRORS:
+                if not reused:
+                    raise
+            # The peer may have closed the idle kept-alive connection: once more on a new one.
+            return self._post(body, headers, timeout_s)
+
+    def _post(self, body: bytes, headers: Mapping[str, str], timeout_s: float) -> tuple[int, str | None]:
+        connection = self._connection or self._connect()
+        connection.timeout = timeout_s
+        if connection.sock is not None:
+            connection.sock.settimeout(timeout_s)
+        try:
+            connection.request("POST", self._path, body=body, headers=dict(headers))
+            response = connection.getresponse()
+            response.read()
+        except BaseException:
+            self.close_connection()
+            raise
+        return response.status, response.getheader("retry-after")
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._https:
+            self._connection = http.client.HTTPSConnection(
+                self._host, self._port, timeout=self._timeout_s, context=self._context)
+        else:
+            self._connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
+        return self._connection
+
+    def close_connection(self) -> None:
+        """Drop the kept-alive connection (the next post opens a new one)."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Server verification (custom CA) and client certificate from the OTLP env vars."""
+    context = ssl.create_default_context(cafile=otlp_env("CERTIFICATE"))
+    cert = otlp_env("CLIENT_CERTIFICATE")
+    if cert:
+        context.load_cert_chain(cert, otlp_env("CLIENT_KEY"))
+    return context
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Retry-After in delay-seconds form (an HTTP date is treated as absent: exponential backoff)."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+class WireOTLPSpanExporter(SpanExporter):
+    """OTLP/HTTP protobuf span exporter: `ExportTraceServiceRequest` bytes from `proxy.otlpwire`."""
+
+    def __init__(self, endpoint: str, headers: Mapping[str, str] | None = None, timeout: float = 10.0,
+                 compression: str | None = None) -> None:
+        self._headers = {"content-type": "application/x-protobuf", "user-agent": "gatewatch-proxy"}
+        self._headers.update(parse_env_headers(otlp_env("HEADERS") or "", liberal=True))
+        self._headers.update({key.lower(): value for key, value in (headers or {}).items()})
+        self._compression = (compression or otlp_env("COMPRESSION") or "none").strip().lower()
+        if self._compression not in ("none", "gzip", "deflate"):
+            log.warning("unsupported OTLP compression %r: sending uncompressed", self._compression)
+            self._compression = "none"
+        if self._compression != "none":
+            self._headers["content-encoding"] = self._compression
+        self._timeout_s = timeout
+        self._poster = HttpPoster(endpoint, timeout, _tls_context() if endpoint.startswith("https:") else None)
+        self._stopping = threading.Event()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        client = getattr(self, "_client", None)
-        if client is None:  # an SDK without the HTTP client object: its own (slower) path
-            return super().export(spans)
-        if self._shutdown:
+        """Encode and send one batch, retrying transient failures until the deadline."""
+        if self._stopping.is_set():
             return SpanExportResult.FAILURE
         try:
             data = encode_request(spans)
         except Exception:  # a span we cannot encode must not kill the export thread
             log.exception("cannot encode a span batch; using the SDK encoder")
-            return super().export(spans)
-        result = client.export(data)
-        return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+            from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+            data = encode_spans(spans).SerializePartialToString()
+        return SpanExportResult.SUCCESS if self._send(self._compress(data)) else SpanExportResult.FAILURE
+
+    def _compress(self, data: bytes) -> bytes:
+        if self._compression == "gzip":
+            return gzip.compress(data)
+        if self._compression == "deflate":
+            return zlib.compress(data)
+        return data
+
+    def _send(self, body: bytes) -> bool:
+        deadline = time.monotonic() + self._timeout_s
+        for attempt in range(MAX_ATTEMPTS):
+            remaining = deadline - time.monotonic()
+            retry_after = None
+            try:
+                status, retry_after_header = self._poster.post(body, self._headers, max(remaining, 0.01))
+            except _CONNECTION_ERRORS as error:
+                outcome: object = error
+            else:
+                if 200 <= status < 400:
+                    return True
+                outcome = f"HTTP {status}"
+                if status not in RETRYABLE:
+                    log.error("OTLP export to %s failed: %s", self._poster.url, outcome)
+                    return False
+                retry_after = _retry_after_s(retry_after_header)
+            backoff = retry_after if retry_after is not None else 2**attempt * random.uniform(0.8, 1.2)
+            if attempt + 1 == MAX_ATTEMPTS or backoff > deadline - time.monotonic():
+                break
+            log.warning("OTLP export to %s: %s, retrying in %.2fs", self._poster.url, outcome, backoff)
+            if self._stopping.wait(backoff):
+                break
+        log.error("OTLP export to %s failed: deadline, retries or shutdown", self._poster.url)
+        return False
+
+    def shutdown(self) -> None:
+        """Stop retrying and close the connection."""
+        self._stopping.set()
+        self._poster.close_connection()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Nothing is buffered here (the span processor batches)."""
+        return True

@@ -53,3 +53,14 @@ def test_mixed_resources_scopes_and_fallback_fields_encode_like_the_sdk() -> Non
         _span(resource=Resource({"service.name": "s"}, "https://schema")),
     ]
     _same(spans)
+
+
+def test_scopes_resources_and_long_values_encode_like_the_sdk() -> None:
+    scope = InstrumentationScope("gatewatch.sidecar", "2.1", attributes={"tier": "mesh", "n": 3})
+    spans = [
+        _span(instrumentation_scope=scope),
+        _span(instrumentation_scope=InstrumentationScope("bare")),
+        _span(resource=Resource({"service.name": "s", "ports": [1, 2]})),  # non-scalar: SDK resource encoder
+        _span(attributes={"url.path": "/" + "x" * 70_000, "big": 1 << 62, "neg": -(1 << 40)}),  # multi-byte varints
+    ]
+    _same(spans)
