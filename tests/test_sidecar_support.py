@@ -69,11 +69,15 @@ def _handler(backend: Backend) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # listen backlog: bursts of concurrent connections (default 5)
+
+
 @contextmanager
 def running_backend(**kwargs: Any) -> Iterator[Backend]:
     """A Backend listening on 127.0.0.1 for the duration of the block."""
     backend = Backend(**kwargs)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(backend))
+    server = _Server(("127.0.0.1", 0), _handler(backend))
     server.daemon_threads = True
     backend.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
