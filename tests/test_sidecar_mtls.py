@@ -92,3 +92,48 @@ def test_callee_must_prove_it_is_the_named_service(settings: Settings, pki: Path
         response = call(checkout.outbound_port, "payment")
         assert response.status_code == 502
         assert impostor_backend.hits == 0
+
+
+def test_new_connections_resume_the_tls_session_and_keep_verified_identities(pki: Path) -> None:
+    import asyncio
+
+    import uvloop
+
+    from proxy import mtls
+
+    def files(service: str) -> mtls.TlsFiles:
+        return mtls.TlsFiles(pki / "ca.pem", pki / f"{service}.pem", pki / f"{service}.key")
+
+    client = mtls.client_context(files("checkout"))
+    seen: list[tuple[bool, str | None]] = []  # the server's view: resumed?, caller identity
+
+    class Echo(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            ssl_object = transport.get_extra_info("ssl_object")
+            seen.append((ssl_object.session_reused, mtls.identity_of(ssl_object)))
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.write(data)  # type: ignore[attr-defined]
+
+    async def dial(port: int) -> tuple[bool, str | None]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client, server_hostname="payment")
+        writer.write(b"ping")
+        assert await reader.readexactly(4) == b"ping"  # the session ticket has arrived by now
+        ssl_object = writer.get_extra_info("ssl_object")
+        writer.close()
+        return ssl_object.session_reused, mtls.identity_of(ssl_object)
+
+    async def main() -> list[tuple[bool, str | None]]:
+        server = await asyncio.get_running_loop().create_server(
+            Echo, "127.0.0.1", 0, ssl=mtls.server_context(files("payment")))
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return [await dial(port) for _ in range(3)]
+        finally:
+            server.close()
+
+    assert uvloop.run(main()) == [(False, "payment"), (True, "payment"), (True, "payment")]
+    assert seen == [(False, "checkout"), (True, "checkout"), (True, "checkout")]
+    # A session is only offered to the server name it was made with.
+    assert client._resumable("inventory") is None
