@@ -69,8 +69,8 @@ class ClickHouseWriter:
                 for payload in payloads:
                     out.write(varint(len(payload)))
                     out.write(payload)
-            source = f"file('{_quoted(path)}', 'Protobuf', '{sqlmap.STRUCTURE}')"
-            settings = {**self._settings(token), "format_schema": f"{sqlmap.schema_path()}:ExportTraceServiceRequest"}
+            source = f"file('{_quoted(path)}', 'Protobuf', '{_quoted(sqlmap.STRUCTURE)}')"
+            settings = {**self._settings(token), **sqlmap.format_settings()}
             self._client.command(sqlmap.insert_select(self._table, source), settings=settings)
             return True
         except DatabaseError as exc:
