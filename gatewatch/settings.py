@@ -41,7 +41,7 @@ class Settings(BaseModel):
     )
     collector_retry_after_s: int = Field(5, ge=1, le=300, description="Retry-After sent while the span log is busy")
     pipeline_metrics_port: int = Field(9464, ge=0, le=65535)
-    pipeline_batch_rows: int = Field(50_000, ge=1, description="Pipeline flushes a batch at this many spans")
+    pipeline_batch_rows: int = Field(100_000, ge=1, description="Pipeline flushes a batch at this many spans")
     pipeline_batch_seconds: float = Field(1.0, gt=0, description="...or when its oldest span waited this long")
     pipeline_group: str = Field("gatewatch-pipeline", description="Kafka consumer group shared by pipelines")
     gateway_port: int = Field(8080, ge=0, le=65535)
