@@ -12,55 +12,70 @@ HOP_BY_HOP = frozenset({
 })
 
 
-def _connection_tokens(headers: list[tuple[str, str]]) -> set[str]:
-    tokens: set[str] = set()
-    for name, value in headers:
-        if name == "connection":
-            tokens.update(token.strip().lower() for token in value.split(",") if token.strip())
-    return tokens
+_FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
+_NOTHING: frozenset[str] = frozenset()
+_LENGTH = frozenset({"content-length"})
+_FORWARDING_AND_LENGTH = _FORWARDING | _LENGTH
+
+
+def _connection_tokens(value: str) -> set[str]:
+    return {token.strip().lower() for token in value.split(",") if token.strip()}
+
+
+def _end_to_end(headers: list[tuple[str, str]], skip: frozenset[str]) -> tuple[list[tuple[str, str]], set[str]]:
+    """The fields that are neither hop-by-hop, nor named by `Connection`, nor in `skip`; and the names
+    `Connection` listed (usually none, so one pass)."""
+    kept: list[tuple[str, str]] = []
+    listed: set[str] = set()
+    for item in headers:
+        name = item[0]
+        if name in HOP_BY_HOP:
+            if name == "connection":
+                listed |= _connection_tokens(item[1])
+        elif name not in skip:
+            kept.append(item)
+    if listed:
+        kept = [item for item in kept if item[0] not in listed]
+    return kept, listed
 
 
 def strip_hop_by_hop(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """A copy without hop-by-hop fields and without those the Connection field names."""
-    listed = _connection_tokens(headers)
-    if listed:
-        return [item for item in headers if item[0] not in HOP_BY_HOP and item[0] not in listed]
-    return [item for item in headers if item[0] not in HOP_BY_HOP]
+    return _end_to_end(headers, _NOTHING)[0]
 
 
 def upstream_request_headers(exchange: Exchange, add_forwarded: bool = True) -> Headers:
     """The request's fields as sent upstream: end-to-end ones plus X-Forwarded-* when asked."""
     request = exchange.request
-    items = strip_hop_by_hop(request.headers.items())
+    with_length = request.content_length is not None
+    # Replace the received Content-Length: forwarding it and appending ours sent two (strict
+    # servers reject that); the X-Forwarded-* fields are rebuilt below.
+    skip = (_FORWARDING_AND_LENGTH if with_length else _FORWARDING) if add_forwarded else (
+        _LENGTH if with_length else _NOTHING)
+    items, listed = _end_to_end(request.headers.items(), skip)
     if add_forwarded:
-        forwarded_for = None
-        kept: list[tuple[str, str]] = []
-        for item in items:
-            name = item[0]
-            if name == "x-forwarded-for":
-                forwarded_for = f"{forwarded_for}, {item[1]}" if forwarded_for else item[1]
-            elif name not in ("x-forwarded-proto", "x-forwarded-host"):
-                kept.append(item)
         client = exchange.client_address
-        kept.append(("x-forwarded-for", f"{forwarded_for}, {client}" if forwarded_for else client))
-        kept.append(("x-forwarded-proto", exchange.scheme))
+        prior = [] if "x-forwarded-for" in listed else request.headers.get_all("x-forwarded-for")
+        items.append(("x-forwarded-for", ", ".join([*prior, client]) if prior else client))
+        items.append(("x-forwarded-proto", exchange.scheme))
         if request.host:
-            kept.append(("x-forwarded-host", request.host))
-        items = kept
-    if request.content_length is not None:
-        # Replace the received field: forwarding it and appending ours sent two (strict servers reject that).
-        items = [item for item in items if item[0] != "content-length"]
+            items.append(("x-forwarded-host", request.host))
+    if with_length:
         items.append(("content-length", str(request.content_length)))
     return Headers.trusted(items)
 
 
 def response_headers_from_upstream(raw: list[tuple[str, str]]) -> tuple[Headers, int | None]:
     """End-to-end response fields and the upstream's Content-Length (None when absent/chunked)."""
+    kept, listed = _end_to_end(raw, _LENGTH)
     length: int | None = None
-    kept = []
-    for item in strip_hop_by_hop(raw):
-        if item[0] == "content-length":
-            length = int(item[1]) if item[1].isdigit() else None
-        else:
-            kept.append(item)
+    if "content-length" not in listed:
+        for name, value in raw:
+            if name == "content-length":
+                length = int(value) if value.isdigit() else None
     return Headers.trusted(kept), length
+
+
+def encode_fields(items: list[tuple[str, str]]) -> bytes:
+    """Header fields as `name: value` lines, latin-1, for a message head."""
+    return "".join([f"{name}: {value}\r\n" for name, value in items]).encode("latin-1")

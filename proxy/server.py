@@ -24,6 +24,7 @@ from typing import cast
 import httptools
 
 from proxy.flow import WriteFlow
+from proxy.headers import encode_fields
 from proxy.policy import (
     BodyTooLarge,
     CallNext,
@@ -395,8 +396,7 @@ class HttpServerProtocol(WriteFlow):
         status = response.status
         reason = response.reason or _REASONS.get(status, "Unknown")
         head = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("latin-1")))
-        for name, value in response.headers.items():
-            head += f"{name}: {value}\r\n".encode("latin-1")
+        head += encode_fields(response.headers.items())
         if "date" not in response.headers:
             head += b"date: " + _Clock.date() + b"\r\n"
         chunked = False

@@ -11,14 +11,15 @@ import asyncio
 import ssl as ssl_module
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import cast
 
 import httptools
 
+from proxy.deadlines import Deadlines
 from proxy.flow import WriteFlow
-from proxy.headers import response_headers_from_upstream, upstream_request_headers
+from proxy.headers import encode_fields, response_headers_from_upstream, upstream_request_headers
 from proxy.policy import (
     Exchange,
     Headers,
@@ -224,27 +225,21 @@ class _UpstreamProtocol(WriteFlow):
                 raise self.error
             self.waiter = asyncio.get_running_loop().create_future()
             try:
-                await _with_timeout(self.waiter, timeout_s)
+                await _with_timeout(self.pool.deadlines, self.waiter, timeout_s)
             finally:
                 self.waiter = None
 
 
-async def _with_timeout(future: asyncio.Future[None], timeout_s: float | None) -> None:
-    """Await a future, failing with UpstreamTimeout after `timeout_s` (cheaper than wait_for)."""
+def _timeout_error(timeout_s: float) -> Callable[[], BaseException]:
+    return lambda: UpstreamTimeout(f"upstream did not answer within {timeout_s:g}s")
+
+
+async def _with_timeout(deadlines: Deadlines, future: asyncio.Future[None], timeout_s: float | None) -> None:
+    """Await a future, failing with UpstreamTimeout after `timeout_s` (None: no limit)."""
     if timeout_s is None:
         await future
         return
-    loop = asyncio.get_running_loop()
-
-    def expire() -> None:
-        if not future.done():
-            future.set_exception(UpstreamTimeout(f"upstream did not answer within {timeout_s:g}s"))
-
-    handle = loop.call_later(timeout_s, expire)
-    try:
-        await future
-    finally:
-        handle.cancel()
+    await deadlines.wait(future, timeout_s, _timeout_error(timeout_s))
 
 
 class ConnectionPool:
@@ -252,6 +247,7 @@ class ConnectionPool:
 
     def __init__(self, max_idle_per_endpoint: int = 64) -> None:
         self.max_idle = max_idle_per_endpoint
+        self.deadlines = Deadlines()  # response timeouts of this pool's exchanges, one sweep timer
         self._idle: dict[Endpoint, list[_UpstreamProtocol]] = {}
         self._all: set[_UpstreamProtocol] = set()
 
@@ -315,11 +311,7 @@ class ConnectionPool:
 
 
 def _encode_head(method: str, target: str, headers: Headers) -> bytearray:
-    head = bytearray(f"{method} {target} HTTP/1.1\r\n".encode("latin-1"))
-    for name, value in headers.items():
-        head += f"{name}: {value}\r\n".encode("latin-1")
-    head += b"\r\n"
-    return head
+    return bytearray(f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + encode_fields(headers.items()) + b"\r\n")
 
 
 class UpstreamCaller:
@@ -366,7 +358,7 @@ class UpstreamCaller:
         try:
             await self._write_request(conn, exchange, headers)
             assert conn.headers_future is not None
-            await _with_timeout(conn.headers_future, wait_s)
+            await _with_timeout(self.pool.deadlines, conn.headers_future, wait_s)
         except BaseException:
             future = conn.headers_future
             if future is not None and future.done() and not future.cancelled():
