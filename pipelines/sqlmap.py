@@ -105,10 +105,10 @@ _SELECT = {
     "TraceState": "sp.trace_state",
     "SpanName": "sp.name",
     "SpanKind": f"if(sp.kind BETWEEN 0 AND 5, {_KINDS}[sp.kind + 1], '')",
-    "ServiceName": "ifNull(arrayLast(kv -> kv.key = 'service.name', rs.resource.attributes).value.string_value, '')",
-    "ResourceAttributes": _map("rs.resource.attributes"),
-    "ScopeName": "ss.scope.name",
-    "ScopeVersion": "ss.scope.version",
+    "ServiceName": "_service",
+    "ResourceAttributes": "_resource",
+    "ScopeName": "_scope_name",
+    "ScopeVersion": "_scope_version",
     "SpanAttributes": _map("sp.attributes"),
     "Duration": "greatest(sp.end_time_unix_nano, sp.start_time_unix_nano) - sp.start_time_unix_nano",
     "StatusCode": f"if(sp.status.code BETWEEN 0 AND 2, {_CODES}[sp.status.code + 1], '')",
@@ -123,11 +123,22 @@ _SELECT = {
 }
 assert tuple(_SELECT) == INSERT_COLUMNS, "the SQL mapping must fill every column the Native path fills"
 
+# Resource and scope values are computed once per scope, before the spans are joined: a request
+# carries one resource for hundreds of spans.
+_PER_SCOPE = {
+    "_service": "ifNull(arrayLast(kv -> kv.key = 'service.name', rs.resource.attributes).value.string_value, '')",
+    "_resource": _map("rs.resource.attributes"),
+    "_resource_unmapped": _unmapped_kv("rs.resource.attributes"),
+    "_scope_name": "ss.scope.name",
+    "_scope_version": "ss.scope.version",
+    "_spans": "ss.spans",
+}
+
 _UNMAPPED = " OR ".join((
     f"sp.start_time_unix_nano > {_MAX_NS}", f"sp.end_time_unix_nano > {_MAX_NS}",
     f"arrayExists(e -> e.time_unix_nano > {_MAX_NS} OR {_unmapped_kv('e.attributes')}, sp.events)",
     f"arrayExists(l -> {_unmapped_kv('l.attributes')}, sp.links)",
-    _unmapped_kv("sp.attributes"), _unmapped_kv("rs.resource.attributes"),
+    _unmapped_kv("sp.attributes"), "_resource_unmapped",
 ))
 
 
@@ -149,8 +160,9 @@ def insert_select(table: str, source: str) -> str:
     """INSERT INTO `table` SELECT the exporter's columns FROM `source` (a table function over Protobuf)."""
     columns = ", ".join(f"`{name}`" for name in INSERT_COLUMNS)
     select = ",\n    ".join(f"{expr} AS `{name}`" for name, expr in _SELECT.items())
+    per_scope = ",\n        ".join(f"{expr} AS {name}" for name, expr in _PER_SCOPE.items())
     return (
-        f"INSERT INTO {table} ({columns})\nSELECT\n    {select}\nFROM {source}\n"
-        "ARRAY JOIN resource_spans AS rs ARRAY JOIN rs.scope_spans AS ss ARRAY JOIN ss.spans AS sp\n"
-        f"WHERE throwIf({_UNMAPPED}, '{UNMAPPED}') = 0"
+        f"INSERT INTO {table} ({columns})\nSELECT\n    {select}\nFROM (\n    SELECT\n        {per_scope}\n"
+        f"    FROM {source}\n    ARRAY JOIN resource_spans AS rs ARRAY JOIN rs.scope_spans AS ss\n)\n"
+        f"ARRAY JOIN _spans AS sp\nWHERE throwIf({_UNMAPPED}, '{UNMAPPED}') = 0"
     )
