@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,32 +40,41 @@ def server_context(files: TlsFiles) -> ssl.SSLContext:
 
 
 class ResumingClientContext(ssl.SSLContext):
-    """A client context that resumes the TLS session of its latest connection to the same server
-    name: a new connection to a callee then skips the certificate signatures and checks (~40% of
-    a full handshake's CPU on both sides). The peer identities stay those the first, full
-    handshake verified: the server restores the client certificate from its session ticket."""
+    """A client context that resumes a recent TLS session with the same server name: a new
+    connection to a callee then skips the certificate signatures and checks (~40% of a full
+    handshake's CPU on both sides). The peer identities stay those the full handshake verified:
+    the server restores the client certificate from its session ticket. Resumption is only an
+    optimisation: whatever goes wrong with it, the connection does a full handshake."""
 
     def __init__(self, protocol: int) -> None:  # SSLContext.__new__ takes the protocol
-        self._latest: dict[str | bytes | None, ssl.SSLObject] = {}
+        self._recent: dict[str | bytes | None, deque[ssl.SSLObject]] = {}
         self._sessions: dict[str | bytes | None, ssl.SSLSession] = {}
 
     def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, server_side: bool = False,
                  server_hostname: str | bytes | None = None, session: ssl.SSLSession | None = None) -> ssl.SSLObject:
         """asyncio's and uvloop's TLS transports call this per connection."""
         if session is None and not server_side:
-            session = self._resumable(server_hostname)
+            try:
+                session = self._resumable(server_hostname)
+            except Exception:  # never let the optimisation fail a connection
+                session = None
         ssl_object = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
         if not server_side:
-            self._latest[server_hostname] = ssl_object
+            self._recent.setdefault(server_hostname, deque(maxlen=4)).append(ssl_object)
         return ssl_object
 
     def _resumable(self, server_hostname: str | bytes | None) -> ssl.SSLSession | None:
-        """The newest session with a ticket for this server name that has not expired."""
-        latest = self._latest.pop(server_hostname, None)
-        if latest is not None:
-            session = latest.session  # TLS 1.3: has a ticket once the server sent one after the handshake
+        """The newest session with a ticket for this server name, unexpired; connections whose
+        handshake is still running (or that have no ticket yet) are looked at again next time."""
+        recent = self._recent.get(server_hostname)
+        for ssl_object in reversed(recent or ()):
+            if ssl_object.version() is None:  # handshake not done: no session to take
+                continue
+            session = ssl_object.session  # TLS 1.3: a ticket arrives after the handshake
             if session is not None and session.has_ticket:
                 self._sessions[server_hostname] = session
+                recent.clear()  # type: ignore[union-attr]  # non-empty here
+                break
         cached = self._sessions.get(server_hostname)
         if cached is not None and cached.time + cached.timeout <= time.time():
             del self._sessions[server_hostname]

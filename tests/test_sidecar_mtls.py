@@ -94,6 +94,17 @@ def test_callee_must_prove_it_is_the_named_service(settings: Settings, pki: Path
         assert impostor_backend.hits == 0
 
 
+class _Unreadable:
+    """An SSLObject stand-in whose handshake is done but whose session cannot be serialized."""
+
+    def version(self) -> str:
+        return "TLSv1.3"
+
+    @property
+    def session(self) -> None:
+        raise ValueError("i2d() failed")
+
+
 def test_new_connections_resume_the_tls_session_and_keep_verified_identities(pki: Path) -> None:
     import asyncio
 
@@ -129,11 +140,21 @@ def test_new_connections_resume_the_tls_session_and_keep_verified_identities(pki
             Echo, "127.0.0.1", 0, ssl=mtls.server_context(files("payment")))
         port = server.sockets[0].getsockname()[1]
         try:
-            return [await dial(port) for _ in range(3)]
+            one_by_one = [await dial(port) for _ in range(3)]
+            # A burst: connections are created while others are still handshaking.
+            burst = await asyncio.gather(*(dial(port) for _ in range(20)))
+            assert {identity for _, identity in burst} == {"payment"}
+            # A connection whose session cannot be read (OpenSSL: "i2d() failed" mid-handshake)
+            # must not fail the next connection: it just does a full handshake.
+            client._recent["payment"].append(_Unreadable())  # type: ignore[attr-defined]
+            client._sessions.clear()  # type: ignore[attr-defined]
+            assert await dial(port) == (False, "payment")
+            return one_by_one
         finally:
             server.close()
 
     assert uvloop.run(main()) == [(False, "payment"), (True, "payment"), (True, "payment")]
-    assert seen == [(False, "checkout"), (True, "checkout"), (True, "checkout")]
+    assert seen[:3] == [(False, "checkout"), (True, "checkout"), (True, "checkout")]
+    assert len(seen) == 24 and {identity for _, identity in seen} == {"checkout"}
     # A session is only offered to the server name it was made with.
     assert client._resumable("inventory") is None
