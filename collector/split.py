@@ -15,6 +15,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from gatewatch.spanlog import Message
+from gatewatch.wire import varint
 
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
@@ -33,16 +34,6 @@ REASONS = {
 _MAX_TIME_NS = 2**63 - 1
 
 Entry = tuple[int, int, bytes, bytes]  # (resource index, scope index, length-prefixed tag, span bytes)
-
-
-def varint(value: int) -> bytes:
-    """Protobuf base-128 varint of a non-negative int."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 _PREFIX_TABLE_SIZE = 1 << 14  # spans up to 16 KiB (almost all) take their field prefix from a table

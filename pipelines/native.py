@@ -12,15 +12,7 @@ from collections.abc import Sequence
 
 from clickhouse_connect.driver.ctypes import data_conv
 
-
-def varint(value: int) -> bytes:
-    """Unsigned LEB128, as Native uses for counts and string lengths."""
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
+from gatewatch.wire import varint  # unsigned LEB128: Native counts and string lengths
 
 
 def write_strings(values: Sequence[str], dest: bytearray) -> None:

@@ -18,6 +18,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from gatewatch.wire import varint
+
 _FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
 _HAS_IS_REMOTE = 0x100  # SpanFlags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
@@ -25,21 +27,11 @@ _IS_REMOTE = 0x200  # SpanFlags: SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _EMPTY_STATUS = b"\x7a\x00"  # field 15 (status) present and empty: code UNSET, no message
 
 
-def _varint(value: int) -> bytes:
-    """A base-128 varint of a non-negative value (lengths and enums are mostly one byte)."""
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _field(tag: int, payload: bytes) -> bytes:
     """A length-delimited field (string, bytes, sub-message)."""
-    return _varint(tag) + _varint(len(payload)) + payload
+    return varint(tag) + varint(len(payload)) + payload
 
 
 def _any_value(value: object) -> bytes | None:
@@ -49,7 +41,7 @@ def _any_value(value: object) -> bytes | None:
     if isinstance(value, bool):
         return b"\x10\x01" if value else b"\x10\x00"
     if isinstance(value, int):
-        return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)  # int64: two's complement varint
+        return b"\x18" + varint(value & 0xFFFFFFFFFFFFFFFF)  # int64: two's complement varint
     if isinstance(value, float):
         return b"\x21" + _DOUBLE.pack(value)
     if isinstance(value, bytes):
@@ -70,7 +62,7 @@ class _AttributeCache(dict[tuple[str, object, type], bytes | None]):
         encoded = _any_value(value)
         if encoded is not None:
             entry = _field(0x0A, key.encode()) + _field(0x12, encoded)
-            encoded = self.tag + _varint(len(entry)) + entry
+            encoded = self.tag + varint(len(entry)) + entry
         if len(self) >= 16384:
             self.clear()
         self[item] = encoded
@@ -103,7 +95,7 @@ def _status(span: ReadableSpan) -> bytes:
     code, message = status.status_code.value, status.description
     if not code and not message:
         return _EMPTY_STATUS
-    body = (_field(0x12, message.encode()) if message else b"") + (b"\x18" + _varint(code) if code else b"")
+    body = (_field(0x12, message.encode()) if message else b"") + (b"\x18" + varint(code) if code else b"")
     return _field(0x7A, body)
 
 
@@ -126,7 +118,7 @@ def encode_span(span: ReadableSpan) -> bytes:
     if parent is not None:
         parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
     parts += (
-        _field(0x2A, span.name.encode()), b"\x30", _varint(span.kind.value + 1),
+        _field(0x2A, span.name.encode()), b"\x30", varint(span.kind.value + 1),
         b"\x39", _FIXED64.pack(span.start_time or 0), b"\x41", _FIXED64.pack(span.end_time or 0),
         attributes, _status(span),
         b"\x85\x01", struct.pack("<I", _HAS_IS_REMOTE | (_IS_REMOTE if parent is not None and parent.is_remote else 0)),
@@ -180,7 +172,7 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
         body = [_field(0x0A, _resource(resource))]
         for scope, encoded in scopes.items():
             scope_body = [_field(0x0A, _scope(scope))]
-            scope_body += [b"\x12" + _varint(len(span)) + span for span in encoded]
+            scope_body += [b"\x12" + varint(len(span)) + span for span in encoded]
             if scope is not None and scope.schema_url:
                 scope_body.append(_field(0x1A, scope.schema_url.encode()))
             body.append(_field(0x12, b"".join(scope_body)))
