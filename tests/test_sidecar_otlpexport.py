@@ -114,3 +114,12 @@ def test_sidecar_process_imports_neither_requests_nor_protobuf() -> None:
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_collector_closing_each_connection_gets_every_batch() -> None:
+    with running_sink() as (sink, url):
+        sink.answers = [(200, {"connection": "close"})] * 3
+        exporter = WireOTLPSpanExporter(url, timeout=5)
+        results = [exporter.export([_span(str(n))]) for n in range(3)]
+        exporter.shutdown()
+    assert results == [SpanExportResult.SUCCESS] * 3 and len(sink.requests) == 3
