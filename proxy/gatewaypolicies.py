@@ -148,9 +148,8 @@ class AccessPolicy:
         exchange.attributes.setdefault(OUTCOME, "allowed")
         self.metrics.count(self.metrics.ratelimit, "allowed")
         response = await call_next(exchange)
-        tightest = min(verdicts, key=lambda verdict: verdict.remaining)
-        for name, value in tightest.headers():
-            response.headers.add(name, value)
+        tightest = verdicts[0] if len(verdicts) == 1 else min(verdicts, key=lambda verdict: verdict.remaining)
+        response.headers.extend(tightest.headers())
         return response
 
     @staticmethod

@@ -71,6 +71,10 @@ class Headers:
         """Append a field (keeps existing ones)."""
         self._items.append((name.lower(), value))
 
+    def extend(self, items: Iterable[tuple[str, str]]) -> None:
+        """Append fields whose names are already lower-case (no per-field `lower()`)."""
+        self._items.extend(items)
+
     def set(self, name: str, value: str) -> None:
         """Replace every field called `name` with one."""
         name = name.lower()

@@ -376,7 +376,9 @@ class HttpServerProtocol(WriteFlow):
         finally:
             if admitted:
                 server.inflight -= 1
-            exchange.complete(status)
+            # Spans and metrics after the answers of the requests that arrived with this one: under a
+            # burst their responses go out first (the completions cost ~10 us a request).
+            self.loop.call_soon(exchange.complete, status)
         self.served += 1
         self.busy = False
         if not keep_alive:
