@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +17,12 @@ from pathlib import Path
 import jwt
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bench.lib import nginx  # noqa: E402
+from bench.lib import wrk as wrk_run  # noqa: E402
+from bench.lib.procs import cpu_s, free_port, missing_tools, rss_mb, stop, wait_port  # noqa: E402
+from bench.lib.wrk import paced_script  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 DURATION_S = int(os.environ.get("GATEWAY_BENCH_SECONDS", "6"))
 CONNECTIONS = 32
@@ -27,47 +30,16 @@ PACED_CONNECTIONS = 8
 SECRET = b"bench-secret-of-thirty-two-bytes"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
 def nginx_conf(prefix: Path, upstream_port: int, proxy_port: int) -> Path:
     """One nginx (one worker): a static upstream answering 'ok' and a keep-alive reverse proxy to it."""
-    conf = prefix / "nginx.conf"
-    conf.write_text(f"""
-worker_processes 1;
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  client_body_temp_path {prefix}/body; proxy_temp_path {prefix}/proxy;
-  fastcgi_temp_path {prefix}/fcgi; uwsgi_temp_path {prefix}/uwsgi; scgi_temp_path {prefix}/scgi;
-  keepalive_requests 1000000;
+    return nginx.write_conf(prefix, f"""
   upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
-  server {{ listen 127.0.0.1:{upstream_port}; location / {{ return 200 "ok\\n"; }} }}
+{nginx.static_server(upstream_port)}
   server {{
     listen 127.0.0.1:{proxy_port};
     location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }}
-  }}
-}}
-""")
-    return conf
+  }}""")
 
 
 def gateway_conf(prefix: Path, upstream_port: int, port: int, admin_port: int) -> Path:
@@ -96,39 +68,8 @@ routes:
 
 
 def wrk(url: str, connections: int, headers: list[str], script: Path | None = None) -> dict[str, float]:
-    """Run wrk; requests/s and latency percentiles in ms."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{DURATION_S}s", "--latency", url]
-    for header in headers:
-        command += ["-H", header]
-    if script is not None:
-        command += ["-s", str(script)]
-    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=DURATION_S + 30).stdout
-    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))}  # type: ignore[union-attr]
-    for percentile in ("50", "75", "90", "99"):
-        match = re.search(rf"^\s+{percentile}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
-        if match:
-            value, unit = float(match.group(1)), match.group(2)
-            result[f"p{percentile}_ms"] = value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
-    result["non_2xx"] = float(non2xx.group(1)) if non2xx else 0.0
-    return result
-
-
-def paced_script(prefix: Path, rate: float, connections: int) -> Path:
-    """wrk Lua: each connection waits connections/rate between requests (open-ish loop at `rate`)."""
-    script = prefix / f"paced_{int(rate)}.lua"
-    script.write_text(f"function delay() return {max(1, int(1000 * connections / rate))} end\n")
-    return script
-
-
-def cpu_s(pids: list[int]) -> float:
-    """utime + stime of processes (all their threads), in seconds, from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / ticks
+    """Run wrk for DURATION_S; requests/s and latency percentiles in ms."""
+    return wrk_run.run(url, connections, DURATION_S, headers, script)
 
 
 def measured(url: str, headers: list[str], pids: list[int]) -> dict[str, float]:
@@ -140,28 +81,18 @@ def measured(url: str, headers: list[str], pids: list[int]) -> dict[str, float]:
     return result
 
 
-def rss_mb(pid: int) -> float:
-    """Resident set size of a process, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def main() -> int:
-    for tool in ("wrk", "nginx"):
-        if shutil.which(tool) is None:
-            print(f"{tool} missing: run `make debian-deps` (apt-get install wrk nginx)", file=sys.stderr)
-            return 1
+    if (hint := missing_tools("wrk", "nginx")) is not None:
+        print(hint, file=sys.stderr)
+        return 1
     prefix = Path(tempfile.mkdtemp(prefix="gatewatch-bench-gw-"))
     upstream_port, nginx_port, gw_port, admin_port, otlp_port = (free_port() for _ in range(5))
     env = {**os.environ, "GATEWATCH_DATA_DIR": str(prefix / "data"), "GATEWATCH_OTLP_ENDPOINT":
            f"http://127.0.0.1:{otlp_port}"}
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        nginx = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(nginx_conf(prefix, upstream_port, nginx_port))],
-                                 stderr=subprocess.DEVNULL)
-        processes.append(nginx)
+        nginx_process = nginx.start(prefix, nginx_conf(prefix, upstream_port, nginx_port), [upstream_port, nginx_port])
+        processes.append(nginx_process)
         collector = subprocess.Popen(
             [str(ROOT / ".venv/bin/gatewatch"), "collector", "--http-port", str(otlp_port), "--grpc-port", "0"],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -173,7 +104,7 @@ def main() -> int:
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         processes.append(gateway)
-        for port in (upstream_port, nginx_port, otlp_port, gw_port):
+        for port in (otlp_port, gw_port):
             wait_port(port)
         token = jwt.encode({"sub": "bench-user", "iss": "bench", "aud": "gatewatch", "scope": "read",
                             "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256", headers={"kid": "bench"})
@@ -185,8 +116,7 @@ def main() -> int:
         }
         load_before = os.getloadavg()
         wrk(targets["gatewatch"][0], 4, auth)  # warm-up: connections, JIT-free but caches filled
-        workers = [int(pid) for pid in subprocess.run(["pgrep", "-P", str(nginx.pid)], capture_output=True,
-                                                      text=True).stdout.split()]
+        workers = nginx.worker_pids(nginx_process)
         # CPU per request: nginx's worker serves the upstream too, so its proxy share is nginx - direct;
         # the gateway's is its own process (event loop + span export thread).
         serving = {"direct": workers, "nginx": workers, "gatewatch": [gateway.pid]}
@@ -196,16 +126,10 @@ def main() -> int:
         script = paced_script(prefix, rate, PACED_CONNECTIONS)
         paced = {name: wrk(url, PACED_CONNECTIONS, headers, script) for name, (url, headers) in targets.items()}
         gateway_rss = rss_mb(gateway.pid)
-        nginx_rss = rss_mb(nginx.pid) + sum(rss_mb(pid) for pid in workers)
+        nginx_rss = rss_mb(nginx_process.pid) + sum(rss_mb(pid) for pid in workers)
         load_after = os.getloadavg()
     finally:
-        for process in reversed(processes):
-            process.send_signal(signal.SIGTERM)
-        for process in reversed(processes):
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(reversed(processes))
         shutil.rmtree(prefix, ignore_errors=True)
     added_p50 = paced["gatewatch"]["p50_ms"] - paced["direct"]["p50_ms"]
     added_p99 = paced["gatewatch"]["p99_ms"] - paced["direct"]["p99_ms"]

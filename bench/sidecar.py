@@ -1,13 +1,21 @@
 """Sidecar overhead: latency added per hop at fixed request rates, RSS and CPU per sidecar.
 
-Path: load generator -> sidecar A (outbound, plain loopback) -> sidecar B (inbound, plain or mTLS)
--> server, against the baseline in the same invocation: load generator -> server directly. Two
-proxies sit on the path, so "per hop" = (proxied - direct) / 2, for p50 and p99.
-Load is open loop at fixed rates (500 and 2,000 requests/s, requests sent on schedule on as many
-keep-alive connections as needed); latency is measured from each request's send to its response.
-Sidecars are `gatewatch sidecar` subprocesses with 100% tracing exported over OTLP/HTTP to a sink;
-RSS is VmRSS/VmHWM from /proc/<pid>/status (idle = once listening, before any traffic), CPU is
-utime+stime from /proc/<pid>/stat.
+Path: wrk -> sidecar A (outbound, plain loopback) -> sidecar B (inbound, plain or mTLS) -> server,
+against the baseline measured just before it in the same invocation: wrk -> server directly. Two
+proxies sit on the path, so "per hop" = (mesh - direct) / 2, for p50 and p99.
+Harness: C programs only, so that it does not compete with the two sidecars for this machine's
+cores (the previous Python load generator and server took ~0.5-1 core at 2,000 requests/s and
+the sidecars' p99 measured waiting for a core). The load generator is wrk (-t1) paced at fixed
+rates (500 and 2,000 requests/s) by a Lua `delay()` that puts every request on one schedule (as
+wrk2 does); the server and the OTLP sink are one Debian nginx worker (`return 200 "ok"`; the sink
+answers POST /v1/traces with an empty body, a valid ExportTraceServiceResponse, and logs each batch).
+Known differences from the old Python driver (open loop, up to 256 connections): wrk keeps at most
+`connections` requests in flight (rate x 8 ms: 4 at 500 and 16 at 2,000 requests/s), closed loop per
+connection; when all are busy a due request waits for a free connection and is sent late (then the
+schedule catches up), and that wait is not in its latency (coordinated omission; wrk2 would add it).
+The achieved rate is reported and flagged when it is more than 10% off the target.
+Sidecars are `gatewatch sidecar` subprocesses with 100% tracing; RSS is VmRSS/VmHWM from /proc
+(idle = once listening, before any traffic); CPU is utime+stime from /proc over the measured run.
 Targets: per hop p50 <= 0.5 ms, p99 <= 2 ms; RSS <= 30 MB. For scale: 1-2 ms per hop is commonly
 quoted for service meshes; Linkerd's proxy uses ~26 MB, Istio's ~156 MB (Linkerd 2021 benchmark).
 
@@ -16,165 +24,53 @@ Writes bench/results/sidecar.json. Environment: SIDECAR_BENCH_SECONDS (default 5
 
 from __future__ import annotations
 
-import asyncio
 import json
+import math
 import os
-import socket
-import statistics
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
-import httptools
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.test_sidecar_support import free_port, make_pki, wait_listening  # noqa: E402
+from bench.lib import nginx, procs, wrk  # noqa: E402
+from tests.test_sidecar_support import make_pki  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
-DURATION_S = float(os.environ.get("SIDECAR_BENCH_SECONDS", "5"))
-WARMUP_S = 1.0
+DURATION_S = max(1, int(float(os.environ.get("SIDECAR_BENCH_SECONDS", "5"))))
+WARMUP_S = 1
 RATES = (500, 2000)
-MAX_CONNECTIONS = 256
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CONNECTION_PERIOD_S = 0.008  # connections = rate x this: each connection idles ~8 ms between requests
+RATE_TOLERANCE = 0.10
 TARGETS = {"hop_p50_ms": 0.5, "hop_p99_ms": 2.0, "rss_mb": 30.0}
-RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: text/plain\r\n\r\nok"
+HOST = ["Host: server"]  # the caller sidecar routes by Host to the callee service "server"
+SIDECARS = ("client", "server")
 
 
-# ---------------------------------------------------------------- upstream server (subprocess)
-class _ServerProtocol(asyncio.Protocol):
-    """Answers every request with a tiny 200 (also serves as the OTLP sink)."""
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        self.parser = httptools.HttpRequestParser(self)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.transport.close()
-
-    def on_message_complete(self) -> None:
-        self.transport.write(RESPONSE)
+def nginx_conf(prefix: Path, app_port: int, sink_port: int) -> Path:
+    """The server ('ok') and the OTLP sink (200, empty protobuf body; one access-log line per batch)."""
+    return nginx.write_conf(prefix, f"""
+  log_format otlp '$status';
+{nginx.static_server(app_port)}
+  server {{
+    listen 127.0.0.1:{sink_port}; default_type application/x-protobuf; client_max_body_size 0;
+    access_log {prefix}/otlp.log otlp;
+    location /v1/traces {{ return 200; }}
+    location / {{ return 404; }}
+  }}""")
 
 
-def serve(port: int) -> None:
-    import uvloop
-
-    async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(_ServerProtocol, "127.0.0.1", port, backlog=1024)
-        await server.serve_forever()
-
-    uvloop.run(main())
-
-
-# ---------------------------------------------------------------- load generator
-class _ClientProtocol(asyncio.Protocol):
-    def __init__(self, done: Any) -> None:
-        self.done = done
-        self.parser = httptools.HttpResponseParser(self)
-        self.sent_at = 0.0
-        self.closed = False
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.parser.feed_data(data)
-
-    def on_message_complete(self) -> None:
-        self.done(self, self.parser.get_status_code())
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-
-
-async def _open_loop(port: int, host_header: str, rate: int, duration_s: float) -> dict[str, Any]:
-    """Send `rate` requests/s on schedule for `duration_s`; latencies (ms) of the answered ones."""
-    loop = asyncio.get_running_loop()
-    request = f"GET /bench HTTP/1.1\r\nhost: {host_header}\r\nuser-agent: bench\r\n\r\n".encode()
-    idle: deque[_ClientProtocol] = deque()
-    latencies: list[float] = []
-    errors = 0
-    outstanding = 0
-    connections = 0
-
-    def done(conn: _ClientProtocol, status: int) -> None:
-        nonlocal outstanding, errors
-        outstanding -= 1
-        if status == 200:
-            latencies.append((time.perf_counter() - conn.sent_at) * 1000.0)
-        else:
-            errors += 1
-        idle.append(conn)
-
-    async def connection() -> _ClientProtocol | None:
-        nonlocal connections
-        while idle:
-            conn = idle.pop()
-            if not conn.closed:
-                return conn
-        if connections >= MAX_CONNECTIONS:
-            return None
-        connections += 1
-        _, conn = await loop.create_connection(lambda: _ClientProtocol(done), "127.0.0.1", port)
-        conn.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return conn
-
-    total = int(rate * duration_s)
-    start = time.perf_counter()
-    sent = dropped = 0
-    while sent < total:
-        due = min(total, int((time.perf_counter() - start) * rate) + 1)
-        while sent < due:
-            conn = await connection()
-            sent += 1
-            if conn is None:
-                dropped += 1  # every connection busy: the system cannot keep up with this rate
-                continue
-            outstanding += 1
-            conn.sent_at = time.perf_counter()
-            conn.transport.write(request)
-        await asyncio.sleep(max(0.0, start + sent / rate - time.perf_counter()))
-    give_up = time.perf_counter() + 5.0
-    while outstanding > 0 and time.perf_counter() < give_up:  # noqa: ASYNC110 - polling a counter
-        await asyncio.sleep(0.01)
-    for conn in idle:
-        conn.transport.close()
-    return {"latencies": latencies, "errors": errors + outstanding + dropped, "sent": sent,
-            "achieved_rps": len(latencies) / (time.perf_counter() - start)}
-
-
-def measure(port: int, host_header: str, rate: int) -> dict[str, Any]:
-    import uvloop
-
-    uvloop.run(_open_loop(port, host_header, rate, WARMUP_S))
-    result = uvloop.run(_open_loop(port, host_header, rate, DURATION_S))
-    values = sorted(result.pop("latencies"))
-    if not values:
-        return {**result, "p50_ms": float("nan"), "p99_ms": float("nan")}
-    p99 = values[min(len(values) - 1, int(len(values) * 0.99))]
-    return {**result, "p50_ms": statistics.median(values), "p99_ms": p99}
-
-
-# ---------------------------------------------------------------- processes
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def proc_mem_mb(pid: int) -> tuple[float, float]:
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            values[key] = int(rest.split()[0]) / 1024.0
-    return values["VmRSS"], values["VmHWM"]
+def sink_batches(prefix: Path) -> dict[str, int]:
+    """OTLP export requests the sink answered, by status."""
+    log = prefix / "otlp.log"
+    counts: dict[str, int] = {}
+    for status in log.read_text().split() if log.exists() else []:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
 
 
 def sidecar_yaml(service: str, inbound: int, forward_to: int, outbound: int, callee_port: int,
@@ -198,118 +94,144 @@ def start_sidecar(workdir: Path, service: str, yaml_text: str, sink_port: int) -
                                  "--data-dir", str(workdir)], env=env, stdout=subprocess.DEVNULL, stderr=log)
 
 
-def logged_errors(workdir: Path, *services: str) -> int:
-    """ERROR records the sidecars logged (handshake failures, handler errors): 0 in a clean run."""
-    return sum((workdir / f"{service}.log").read_text(errors="replace").count(" ERROR ") for service in services)
+def logged(workdir: Path, level: str) -> int:
+    """Records at `level` the sidecars logged (handshake failures, handler or export errors): 0 in a clean run."""
+    return sum((workdir / f"{service}.log").read_text(errors="replace").count(f" {level} ") for service in SIDECARS)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def connections_for(rate: int) -> int:
+    return max(2, math.ceil(rate * CONNECTION_PERIOD_S))
 
 
-def run_mesh(workdir: Path, server_port: int, sink_port: int, pki: Path | None) -> dict[str, Any]:
-    """Start caller + callee sidecars, measure every rate, report latency, RSS and CPU."""
-    a_out, a_in, b_in, b_out = free_port(), free_port(), free_port(), free_port()
-    callee = start_sidecar(workdir, "server", sidecar_yaml("server", b_in, server_port, b_out, 1, pki), sink_port)
+def measure(url: str, rate: int, script: Path, pids: list[int]) -> dict[str, Any]:
+    """Warm up, then one paced wrk run: latency, achieved rate, errors, and the CPU of `pids` and of wrk."""
+    connections = connections_for(rate)
+    wrk.run(url, connections, WARMUP_S, HOST, script)
+    cpu_before, wrk_before, started = procs.cpu_s_each(pids), procs.children_cpu_s(), time.perf_counter()
+    result: dict[str, Any] = wrk.run(url, connections, DURATION_S, HOST, script)
+    elapsed = time.perf_counter() - started
+    cpu = [after - before for after, before in zip(procs.cpu_s_each(pids), cpu_before, strict=True)]
+    result.update(connections=connections, elapsed_s=elapsed, cpu_cores=[c / elapsed for c in cpu],
+                  wrk_cores=(procs.children_cpu_s() - wrk_before) / elapsed,
+                  errors=int(result["non_2xx"] + result["socket_errors"]),
+                  rate_ok=abs(result["rps"] - rate) <= RATE_TOLERANCE * rate)
+    return result
+
+
+def run_mode(workdir: Path, app_port: int, sink_port: int, worker: int, pki: Path | None) -> dict[str, Any]:
+    """Start caller + callee sidecars; per rate the direct baseline, then the mesh; latency, RSS and CPU."""
+    a_out, a_in, b_in, b_out = (procs.free_port() for _ in range(4))
+    callee = start_sidecar(workdir, "server", sidecar_yaml("server", b_in, app_port, b_out, 1, pki), sink_port)
     caller = start_sidecar(workdir, "client", sidecar_yaml("client", a_in, 1, a_out, b_in, pki), sink_port)
-    processes = (caller, callee)
+    sidecars = [caller, callee]
     try:
         for port, process in ((b_in, callee), (a_out, caller)):
-            wait_listening(port, process)
+            procs.wait_port(port, process)
         # Idle RSS (started, no traffic yet): the import cost, before connections and buffers add to it.
-        results: dict[str, Any] = {"idle_rss_mb": max(proc_mem_mb(p.pid)[0] for p in processes)}
+        results: dict[str, Any] = {"idle_rss_mb": [procs.rss_mb(p.pid) for p in sidecars]}
         for rate in RATES:
-            cpu_before = [proc_cpu_s(p.pid) for p in processes]
-            started = time.perf_counter()
-            results[str(rate)] = measure(a_out, "server", rate)
-            elapsed = time.perf_counter() - started
-            cpu = [proc_cpu_s(p.pid) - before for p, before in zip(processes, cpu_before, strict=True)]
-            # Cores one sidecar uses per 1,000 requests/s (warm-up included in both CPU and time).
-            results[str(rate)]["cpu_cores_per_1k_rps"] = max(cpu) / elapsed / (rate / 1000.0)
-            # RSS after each rate: an overloaded rate opens many connections (TLS buffers) and grows it.
-            results[str(rate)]["rss_mb"] = max(proc_mem_mb(p.pid)[0] for p in processes)
-        rss = [proc_mem_mb(p.pid) for p in processes]
-        results["rss_mb"] = max(r[0] for r in rss)
-        results["peak_rss_mb"] = max(r[1] for r in rss)
-        results["logged_errors"] = logged_errors(workdir, "client", "server")
-        return results
+            script = wrk.scheduled_script(workdir, rate)
+            direct = measure(f"http://127.0.0.1:{app_port}/bench", rate, script, [worker])
+            mesh = measure(f"http://127.0.0.1:{a_out}/bench", rate, script, [p.pid for p in sidecars] + [worker])
+            # RSS after each rate: more connections (TLS buffers) grow it.
+            mesh["rss_mb"] = [procs.rss_mb(p.pid) for p in sidecars]
+            results[str(rate)] = {"direct": direct, "mesh": mesh}
+        results["peak_rss_mb"] = [procs.memory_mb(p.pid)[1] for p in sidecars]
     finally:
-        for process in processes:
-            stop(process)
+        procs.stop(sidecars)
+    # The logs were truncated when this mode's sidecars started: what they hold is this mode's.
+    results["logged_errors"], results["logged_warnings"] = logged(workdir, "ERROR"), logged(workdir, "WARNING")
+    return results
 
 
 def main() -> int:
+    if (hint := procs.missing_tools("wrk", "nginx")) is not None:
+        print(hint, file=sys.stderr)
+        return 1
     RESULTS.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
-    server_port, sink_port = free_port(), free_port()
-    servers = [subprocess.Popen([sys.executable, __file__, "--serve", str(port)]) for port in (server_port, sink_port)]
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="sidecar-bench-"))
+    app_port, sink_port = procs.free_port(), procs.free_port()
+    server = nginx.start(workdir, nginx_conf(workdir, app_port, sink_port), [app_port, sink_port])
     try:
-        for port, process in zip((server_port, sink_port), servers, strict=True):
-            wait_listening(port, process)
-        with tempfile.TemporaryDirectory(prefix="sidecar-bench-") as tmp:
-            workdir = Path(tmp)
-            pki = make_pki(workdir / "pki", "client", "server")
-            direct = {str(rate): measure(server_port, "server", rate) for rate in RATES}
-            plain = run_mesh(workdir, server_port, sink_port, None)
-            mtls = run_mesh(workdir, server_port, sink_port, pki)
+        worker = nginx.worker_pids(server)[0]
+        pki = make_pki(workdir / "pki", *SIDECARS)
+        modes = {"plain": run_mode(workdir, app_port, sink_port, worker, None),
+                 "mtls": run_mode(workdir, app_port, sink_port, worker, pki)}
     finally:
-        for process in servers:
-            stop(process)
-    report = build_report(direct, {"plain": plain, "mtls": mtls})
+        procs.stop([server])
+    report = build_report(modes)
+    report["otlp_sink_batches"] = sink_batches(workdir)
+    report["nginx_errors"] = nginx.error_count(workdir)
+    shutil.rmtree(workdir, ignore_errors=True)
     # The machine may be shared: the load average says how much the numbers are worth.
     report["load_average"] = {"before": load_before, "after": os.getloadavg()[0]}
+    report["runtime_s"] = time.perf_counter() - started
     print_table(report)
     (RESULTS / "sidecar.json").write_text(json.dumps(report, indent=2))
     return 0
 
 
-def build_report(direct: dict[str, Any], meshes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def build_report(modes: dict[str, dict[str, Any]]) -> dict[str, Any]:
     rows = []
-    for mode, mesh in meshes.items():
+    for mode, results in modes.items():
         for rate in RATES:
-            base, via = direct[str(rate)], mesh[str(rate)]
+            base, via = results[str(rate)]["direct"], results[str(rate)]["mesh"]
+            sidecar_cores = via["cpu_cores"][:2]
             rows.append({
-                "mode": mode, "rate_rps": rate,
+                "mode": mode, "rate_rps": rate, "connections": via["connections"],
+                "direct_rps": base["rps"], "mesh_rps": via["rps"], "rate_ok": base["rate_ok"] and via["rate_ok"],
                 "direct_p50_ms": base["p50_ms"], "direct_p99_ms": base["p99_ms"],
                 "mesh_p50_ms": via["p50_ms"], "mesh_p99_ms": via["p99_ms"],
                 "hop_p50_ms": (via["p50_ms"] - base["p50_ms"]) / 2, "hop_p99_ms": (via["p99_ms"] - base["p99_ms"]) / 2,
-                "achieved_rps": via["achieved_rps"], "errors": via["errors"],
-                "cpu_cores_per_1k_rps": via["cpu_cores_per_1k_rps"],
-                "idle_rss_mb": mesh["idle_rss_mb"], "rss_mb": via["rss_mb"], "peak_rss_mb": mesh["peak_rss_mb"],
-                "logged_errors": mesh["logged_errors"],
+                "errors": base["errors"] + via["errors"],
+                # Cores one sidecar uses per 1,000 requests/s it actually served ([client, server]).
+                "cpu_cores_per_1k_rps": [cores / (via["rps"] / 1000.0) for cores in sidecar_cores],
+                # What the harness itself took during the mesh run: wrk + the nginx worker (server and sink).
+                "harness_cores": via["wrk_cores"] + via["cpu_cores"][2],
+                "idle_rss_mb": results["idle_rss_mb"], "rss_mb": via["rss_mb"], "peak_rss_mb": results["peak_rss_mb"],
+                "logged_errors": results["logged_errors"], "logged_warnings": results["logged_warnings"],
             })
-    return {"duration_s": DURATION_S, "targets": TARGETS, "rows": rows,
+    return {"duration_s": DURATION_S, "harness": "wrk -t1 (Lua schedule) + nginx, 1 worker (server and OTLP sink)",
+            "targets": TARGETS, "rows": rows,
             "reference": "service meshes: 1-2 ms per hop; Linkerd proxy ~26 MB, Istio ~156 MB (Linkerd 2021)"}
 
 
+def _pair(values: list[float], digits: int) -> str:
+    return "/".join(f"{value:.{digits}f}" for value in values)
+
+
 def print_table(report: dict[str, Any]) -> None:
-    header = (f"{'mode':<6} {'rps':>5} {'direct p50/p99':>15} {'mesh p50/p99':>14} {'hop p50':>8} {'hop p99':>8} "
-              f"{'errors':>6} {'cpu/1k rps':>10} {'idle MB':>7} {'RSS MB':>7} {'peak':>6}")
-    load = report.get("load_average")
-    if load:
-        print(f"{os.cpu_count()} CPUs, load average {load['before']:.1f} before, {load['after']:.1f} after")
+    load = report["load_average"]
+    print(f"\nsidecar benchmark: {report['harness']}, {report['duration_s']} s per run, {os.cpu_count()} CPUs; "
+          f"load average {load['before']:.1f} before, {load['after']:.1f} after; {report['runtime_s']:.0f} s")
+    header = (f"{'mode':<6} {'rps':>5} {'conns':>5} {'achieved d/m':>13} {'direct p50/p99':>15} {'mesh p50/p99':>14}"
+              f" {'hop p50':>7} {'hop p99':>7} {'errors':>6} {'cpu/1k c/s':>10} {'harness':>7} {'idle MB c/s':>11}"
+              f" {'RSS MB c/s':>10} {'peak c/s':>9}")
     print(header)
     print("-" * len(header))
     for row in report["rows"]:
-        print(f"{row['mode']:<6} {row['rate_rps']:>5} {row['direct_p50_ms']:>7.2f}/{row['direct_p99_ms']:<7.2f}"
-              f" {row['mesh_p50_ms']:>6.2f}/{row['mesh_p99_ms']:<7.2f}"
-              f" {row['hop_p50_ms']:>7.2f}  {row['hop_p99_ms']:>7.2f}"
-              f" {row['errors']:>6} {row['cpu_cores_per_1k_rps']:>10.2f}"
-              f" {row['idle_rss_mb']:>7.1f} {row['rss_mb']:>7.1f} {row['peak_rss_mb']:>6.1f}")
-    logged = {row["mode"]: row["logged_errors"] for row in report["rows"]}
-    print("errors the sidecars logged: " + ", ".join(f"{mode} {count}" for mode, count in logged.items()))
+        cells = [f"{row['mode']:<6}", f"{row['rate_rps']:>5}", f"{row['connections']:>5}",
+                 f"{row['direct_rps']:>6.0f}/{row['mesh_rps']:<6.0f}",
+                 f"{row['direct_p50_ms']:>7.2f}/{row['direct_p99_ms']:<7.2f}",
+                 f"{row['mesh_p50_ms']:>6.2f}/{row['mesh_p99_ms']:<7.2f}",
+                 f"{row['hop_p50_ms']:>7.2f}", f"{row['hop_p99_ms']:>7.2f}", f"{row['errors']:>6}",
+                 f"{_pair(row['cpu_cores_per_1k_rps'], 2):>10}", f"{row['harness_cores']:>7.2f}",
+                 f"{_pair(row['idle_rss_mb'], 1):>11}", f"{_pair(row['rss_mb'], 1):>10}",
+                 f"{_pair(row['peak_rss_mb'], 1):>9}" + ("" if row["rate_ok"] else " !")]
+        print(" ".join(cells))
+    by_mode = {row["mode"]: row for row in report["rows"]}
+    logged = ", ".join(f"{mode} {row['logged_errors']}/{row['logged_warnings']}" for mode, row in by_mode.items())
+    print(f"sidecars logged (errors/warnings): {logged}; OTLP batches at the sink by status: "
+          f"{report['otlp_sink_batches']}; nginx errors: {report['nginx_errors']}")
+    if not all(row["rate_ok"] for row in report["rows"]):
+        print(f"! achieved rate more than {RATE_TOLERANCE:.0%} off the target")
     targets = report["targets"]
-    print(f"targets: hop p50 <= {targets['hop_p50_ms']} ms, hop p99 <= {targets['hop_p99_ms']} ms, "
-          f"RSS <= {targets['rss_mb']} MB; {report['reference']}")
+    print(f"c/s = client/server sidecar; harness = cores wrk + nginx used during the mesh run; targets: hop p50 <= "
+          f"{targets['hop_p50_ms']} ms, hop p99 <= {targets['hop_p99_ms']} ms, RSS <= {targets['rss_mb']} MB; "
+          f"{report['reference']}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
-        serve(int(sys.argv[2]))
-    else:
-        sys.exit(main())
+    sys.exit(main())
