@@ -19,7 +19,8 @@ Sidecars are `gatewatch sidecar` subprocesses with 100% tracing; RSS is VmRSS/Vm
 Targets: per hop p50 <= 0.5 ms, p99 <= 2 ms; RSS <= 30 MB. For scale: 1-2 ms per hop is commonly
 quoted for service meshes; Linkerd's proxy uses ~26 MB, Istio's ~156 MB (Linkerd 2021 benchmark).
 
-Writes bench/results/sidecar.json. Environment: SIDECAR_BENCH_SECONDS (default 5 per measurement).
+Writes bench/results/sidecar.json. Environment: SIDECAR_BENCH_SECONDS (default 5 per measurement),
+SIDECAR_BENCH_TRACING=0 (sidecars without tracing: how much of the overhead is spans and their export).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ WARMUP_S = 1
 RATES = (500, 2000)
 CONNECTION_PERIOD_S = 0.008  # connections = rate x this: each connection idles ~8 ms between requests
 RATE_TOLERANCE = 0.10
+TRACING = os.environ.get("SIDECAR_BENCH_TRACING", "1") != "0"
 TARGETS = {"hop_p50_ms": 0.5, "hop_p99_ms": 2.0, "rss_mb": 30.0}
 HOST = ["Host: server"]  # the caller sidecar routes by Host to the callee service "server"
 SIDECARS = ("client", "server")
@@ -80,7 +82,7 @@ def sidecar_yaml(service: str, inbound: int, forward_to: int, outbound: int, cal
     return (f"service: {service}\ninbound: {{port: {inbound}, forward_to: '127.0.0.1:{forward_to}'}}\n"
             f"outbound: {{port: {outbound}}}\ntls: {tls}\n"
             f"services:\n  server: {{endpoints: ['127.0.0.1:{callee_port}']}}\n"
-            "tracing: {enabled: true, sample_ratio: 1.0}\n")
+            f"tracing: {{enabled: {str(TRACING).lower()}, sample_ratio: 1.0}}\n")
 
 
 def start_sidecar(workdir: Path, service: str, yaml_text: str, sink_port: int) -> subprocess.Popen[bytes]:
@@ -193,7 +195,8 @@ def build_report(modes: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 "idle_rss_mb": results["idle_rss_mb"], "rss_mb": via["rss_mb"], "peak_rss_mb": results["peak_rss_mb"],
                 "logged_errors": results["logged_errors"], "logged_warnings": results["logged_warnings"],
             })
-    return {"duration_s": DURATION_S, "harness": "wrk -t1 (Lua schedule) + nginx, 1 worker (server and OTLP sink)",
+    return {"duration_s": DURATION_S, "tracing": TRACING,
+            "harness": "wrk -t1 (Lua schedule) + nginx, 1 worker (server and OTLP sink)",
             "targets": TARGETS, "rows": rows,
             "reference": "service meshes: 1-2 ms per hop; Linkerd proxy ~26 MB, Istio ~156 MB (Linkerd 2021)"}
 
@@ -204,7 +207,8 @@ def _pair(values: list[float], digits: int) -> str:
 
 def print_table(report: dict[str, Any]) -> None:
     load = report["load_average"]
-    print(f"\nsidecar benchmark: {report['harness']}, {report['duration_s']} s per run, {os.cpu_count()} CPUs; "
+    print(f"\nsidecar benchmark: {report['harness']}, {report['duration_s']} s per run, tracing "
+          f"{'on (100%)' if report['tracing'] else 'OFF'}, {os.cpu_count()} CPUs; "
           f"load average {load['before']:.1f} before, {load['after']:.1f} after; {report['runtime_s']:.0f} s")
     header = (f"{'mode':<6} {'rps':>5} {'conns':>5} {'achieved d/m':>13} {'direct p50/p99':>15} {'mesh p50/p99':>14}"
               f" {'hop p50':>7} {'hop p99':>7} {'errors':>6} {'cpu/1k c/s':>10} {'harness':>7} {'idle MB c/s':>11}"
