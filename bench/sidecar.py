@@ -155,18 +155,20 @@ def main() -> int:
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="sidecar-bench-"))
     app_port, sink_port = procs.free_port(), procs.free_port()
-    server = nginx.start(workdir, nginx_conf(workdir, app_port, sink_port), [app_port, sink_port])
     try:
-        worker = nginx.worker_pids(server)[0]
-        pki = make_pki(workdir / "pki", *SIDECARS)
-        modes = {"plain": run_mode(workdir, app_port, sink_port, worker, None),
-                 "mtls": run_mode(workdir, app_port, sink_port, worker, pki)}
+        server = nginx.start(workdir, nginx_conf(workdir, app_port, sink_port), [app_port, sink_port])
+        try:
+            worker = nginx.worker_pids(server)[0]
+            pki = make_pki(workdir / "pki", *SIDECARS)
+            modes = {"plain": run_mode(workdir, app_port, sink_port, worker, None),
+                     "mtls": run_mode(workdir, app_port, sink_port, worker, pki)}
+        finally:
+            procs.stop([server])
+        report = build_report(modes)
+        report["otlp_sink_batches"] = sink_batches(workdir)
+        report["nginx_errors"] = nginx.error_count(workdir)
     finally:
-        procs.stop([server])
-    report = build_report(modes)
-    report["otlp_sink_batches"] = sink_batches(workdir)
-    report["nginx_errors"] = nginx.error_count(workdir)
-    shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
     # The machine may be shared: the load average says how much the numbers are worth.
     report["load_average"] = {"before": load_before, "after": os.getloadavg()[0]}
     report["runtime_s"] = time.perf_counter() - started
