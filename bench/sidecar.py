@@ -26,7 +26,6 @@ SIDECAR_BENCH_TRACING=0 (sidecars without tracing: how much of the overhead is s
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -101,13 +100,9 @@ def logged(workdir: Path, level: str) -> int:
     return sum((workdir / f"{service}.log").read_text(errors="replace").count(f" {level} ") for service in SIDECARS)
 
 
-def connections_for(rate: int) -> int:
-    return max(2, math.ceil(rate * CONNECTION_PERIOD_S))
-
-
 def measure(url: str, rate: int, script: Path, pids: list[int]) -> dict[str, Any]:
     """Warm up, then one paced wrk run: latency, achieved rate, errors, and the CPU of `pids` and of wrk."""
-    connections = connections_for(rate)
+    connections = wrk.scheduled_connections(rate, CONNECTION_PERIOD_S)
     wrk.run(url, connections, WARMUP_S, HOST, script)
     cpu_before, wrk_before, started = procs.cpu_s_each(pids), procs.children_cpu_s(), time.perf_counter()
     result: dict[str, Any] = wrk.run(url, connections, DURATION_S, HOST, script)

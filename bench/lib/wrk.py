@@ -3,6 +3,7 @@ that pace it."""
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 from pathlib import Path
@@ -71,6 +72,11 @@ function delay()
   return math.floor(wait_ms + 0.5)
 end
 """
+
+
+def scheduled_connections(rate: float, period_s: float = 0.008) -> int:
+    """Connections for `scheduled_script` at `rate`: each idles ~`period_s` between its requests."""
+    return max(2, math.ceil(rate * period_s))
 
 
 def scheduled_script(prefix: Path, rate: float) -> Path:
