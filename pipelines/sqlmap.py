@@ -156,6 +156,16 @@ def format_settings() -> dict[str, object]:
     return {"format_schema": f"{schema_path()}:ExportTraceServiceRequest", "input_format_protobuf_oneof_presence": 1}
 
 
+def file_source(path: str) -> str:
+    """The `file()` table function reading `path` (length-delimited requests) as `STRUCTURE`."""
+    return f"file({_literal(path)}, 'Protobuf', {_literal(STRUCTURE)})"
+
+
+def _literal(text: str) -> str:
+    """A ClickHouse string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def insert_select(table: str, source: str) -> str:
     """INSERT INTO `table` SELECT the exporter's columns FROM `source` (a table function over Protobuf)."""
     columns = ", ".join(f"`{name}`" for name in INSERT_COLUMNS)

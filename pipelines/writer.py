@@ -7,9 +7,9 @@ import os
 import tempfile
 from typing import TYPE_CHECKING, Protocol
 
+from gatewatch.wire import varint
 from pipelines import sqlmap
 from pipelines.columns import SpanColumns
-from pipelines.native import varint
 from pipelines.rawspans import RawSpans
 
 if TYPE_CHECKING:
@@ -69,9 +69,8 @@ class ClickHouseWriter:
                 for payload in payloads:
                     out.write(varint(len(payload)))
                     out.write(payload)
-            source = f"file('{_quoted(path)}', 'Protobuf', '{_quoted(sqlmap.STRUCTURE)}')"
             settings = {**self._settings(token), **sqlmap.format_settings()}
-            self._client.command(sqlmap.insert_select(self._table, source), settings=settings)
+            self._client.command(sqlmap.insert_select(self._table, sqlmap.file_source(path)), settings=settings)
             return True
         except DatabaseError as exc:
             # Values only Python maps exactly, or bytes ClickHouse parses more strictly than upb: the
@@ -82,6 +81,3 @@ class ClickHouseWriter:
         finally:
             os.unlink(path)
 
-
-def _quoted(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("'", "\\'")
