@@ -4,29 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-
-class DecisionKind(StrEnum):
-    RATE_LIMIT = "rate_limit"
-    BLOCK = "block"
-    CIRCUIT_OPEN = "circuit_open"
-    CIRCUIT_CLOSE = "circuit_close"
-    ROUTE_LIMIT = "route_limit"
-
-
-class Scope(StrEnum):
-    CLIENT = "client"
-    ROUTE = "route"
-    EDGE = "edge"
-
-
-class Mode(StrEnum):
-    ENFORCE = "enforce"
-    DRY_RUN = "dry_run"
+from gatewatch.decisionkinds import DecisionKind, Mode, Scope
 
 
 class Target(BaseModel):

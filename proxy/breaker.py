@@ -12,11 +12,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
-from pydantic import ConfigDict, Field
-from pydantic.dataclasses import dataclass
+from annotated_types import Ge, Gt, Le, Lt
+
+from proxy.bounds import check_bounds
 
 Clock = Callable[[], float]
 
@@ -27,18 +29,24 @@ class BreakerState(StrEnum):
     HALF_OPEN = "half_open"
 
 
-@dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@dataclass(frozen=True, slots=True)
 class BreakerConfig:
-    """When a breaker trips and how it re-probes (validated: it is read from sidecar YAML)."""
+    """When a breaker trips and how it re-probes. A plain dataclass: pydantic validates it inside
+    the sidecar config (same bounds), and the data plane builds it without importing pydantic."""
 
-    consecutive_failures: Annotated[int, Field(ge=1)] = 7
-    failure_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
-    window_s: Annotated[float, Field(gt=0.0)] = 10.0
-    min_requests: Annotated[int, Field(ge=1)] = 20
-    base_open_s: Annotated[float, Field(gt=0.0)] = 1.0
-    max_open_s: Annotated[float, Field(gt=0.0)] = 60.0
-    jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
-    half_open_probes: Annotated[int, Field(ge=1)] = 1
+    __pydantic_config__: ClassVar[Any] = {"extra": "forbid"}
+
+    consecutive_failures: Annotated[int, Ge(1)] = 7
+    failure_rate: Annotated[float, Gt(0.0), Le(1.0)] = 0.5
+    window_s: Annotated[float, Gt(0.0)] = 10.0
+    min_requests: Annotated[int, Ge(1)] = 20
+    base_open_s: Annotated[float, Gt(0.0)] = 1.0
+    max_open_s: Annotated[float, Gt(0.0)] = 60.0
+    jitter: Annotated[float, Ge(0.0), Lt(1.0)] = 0.2
+    half_open_probes: Annotated[int, Ge(1)] = 1
+
+    def __post_init__(self) -> None:
+        check_bounds(self)
 
     def open_for(self, trips: int, rng: random.Random) -> float:
         """Seconds to stay open after the `trips`-th consecutive trip: doubling, capped, +/- jitter."""

@@ -15,7 +15,6 @@ from pydantic import TypeAdapter, ValidationError
 
 from gatewatch.controlplane import DECISIONS_PATH, MAX_WATCH_TIMEOUT_S, WATCH_PATH, DecisionSnapshot
 from gatewatch.decisions import Decision
-from gatewatch.settings import Settings
 from proxy.decisionstore import DecisionStore
 
 log = logging.getLogger(__name__)
@@ -124,10 +123,10 @@ class DecisionFile:
             await asyncio.sleep(self.interval_s)
 
 
-def decision_source(settings: Settings, store: DecisionStore, decisions_file: Path | None) -> DecisionSource | None:
+def decision_source(url: str, token: str, store: DecisionStore, decisions_file: Path | None) -> DecisionSource | None:
     """The control-plane client when a URL is configured, else the local file (if any)."""
-    if settings.control_plane_url:
-        return ControlPlaneClient(store, settings.control_plane_url, settings.control_token.get_secret_value())
+    if url:
+        return ControlPlaneClient(store, url, token)
     if decisions_file is not None:
         return DecisionFile(store, decisions_file)
     return None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from gatewatch.decisions import Decision, Scope
+if TYPE_CHECKING:  # the sidecar's data plane does not import pydantic (gatewatch.decisions)
+    from gatewatch.decisions import Decision, Scope
 
-_Entry = tuple[float, Decision]
+_Entry = tuple[float, "Decision"]
 Listener = Callable[["DecisionStore"], None]
 
 

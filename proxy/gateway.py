@@ -176,7 +176,8 @@ class GatewayService:
             raise ConfigError(f"gateway cannot listen on {host}:{port}: {exc.strerror}") from None
         self._admin = await start_admin(self.registry, self._health, host, admin_port, "gateway")
         self.port, self.admin_port = self._server.port, self._admin.port
-        source = decision_source(self.settings, self.decisions, config.decisions_file)
+        source = decision_source(self.settings.control_plane_url, self.settings.control_token.get_secret_value(),
+                                 self.decisions, config.decisions_file)
         self._runner.spawn(self._run_source(source))
         if self.config_path is not None:
             self._runner.spawn(self._watch_config())

@@ -13,10 +13,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
-from pydantic import ConfigDict, Field, field_validator
-from pydantic import dataclasses as pydantic_dataclasses
+from annotated_types import Ge, Gt, Le
+
+from proxy.bounds import check_bounds
 
 Clock = Callable[[], float]
 
@@ -24,24 +25,27 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELET
 RETRIABLE_STATUSES = frozenset({502, 503, 504})
 
 
-@pydantic_dataclasses.dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+@dataclass(frozen=True, slots=True)
 class RetryConfig:
-    """Retry policy of one upstream service (validated: it is read from sidecar YAML)."""
+    """Retry policy of one upstream service. A plain dataclass: pydantic validates it inside the
+    sidecar config (same bounds), and the data plane builds it without importing pydantic."""
 
-    max_retries: Annotated[int, Field(ge=0, le=10)] = 2
-    per_try_timeout_s: Annotated[float, Field(gt=0.0)] = 2.0
-    deadline_s: Annotated[float, Field(gt=0.0)] = 10.0
-    backoff_base_s: Annotated[float, Field(ge=0.0)] = 0.025
-    backoff_max_s: Annotated[float, Field(ge=0.0)] = 0.25
+    __pydantic_config__: ClassVar[Any] = {"extra": "forbid"}
+
+    max_retries: Annotated[int, Ge(0), Le(10)] = 2
+    per_try_timeout_s: Annotated[float, Gt(0.0)] = 2.0
+    deadline_s: Annotated[float, Gt(0.0)] = 10.0
+    backoff_base_s: Annotated[float, Ge(0.0)] = 0.025
+    backoff_max_s: Annotated[float, Ge(0.0)] = 0.25
     methods: frozenset[str] = IDEMPOTENT_METHODS
     statuses: frozenset[int] = RETRIABLE_STATUSES
-    budget_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.2
-    budget_min_per_s: Annotated[float, Field(ge=0.0)] = 3.0
+    budget_ratio: Annotated[float, Ge(0.0), Le(1.0)] = 0.2
+    budget_min_per_s: Annotated[float, Ge(0.0)] = 3.0
 
-    @field_validator("methods")
-    @classmethod
-    def _upper(cls, methods: frozenset[str]) -> frozenset[str]:
-        return frozenset(method.upper() for method in methods)
+    def __post_init__(self) -> None:
+        check_bounds(self)
+        object.__setattr__(self, "methods", frozenset(method.upper() for method in self.methods))
+        object.__setattr__(self, "statuses", frozenset(self.statuses))
 
     def may_retry_method(self, method: str) -> bool:
         """Whether requests with this method are ever retried."""

@@ -5,7 +5,9 @@
   breaker -> retry/deadline -> callee sidecar (over mTLS).
 
 `SidecarService` runs both on an event loop in a background thread (gatewatch.service.Service),
-so embedded mode can host sidecars next to the other stages in one process.
+so embedded mode can host sidecars next to the other stages in one process. It runs a
+`SidecarPlan` (plain dataclasses) and imports no pydantic itself: `gatewatch sidecar` validates the
+YAML and runs the data plane in a fresh interpreter (`proxy.sidecar_main`) to keep its RSS down.
 """
 
 from __future__ import annotations
@@ -13,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from gatewatch.loopthread import LoopThread
-from gatewatch.settings import Settings
 from proxy import mtls
 from proxy.admin import start_admin
 from proxy.circuit import BreakerPolicy
@@ -29,13 +30,17 @@ from proxy.identity import InboundIdentity
 from proxy.policy import Policy, build_chain
 from proxy.retrying import RetryPolicy
 from proxy.server import HttpServer
-from proxy.sidecar_config import SidecarConfig
 from proxy.sidecar_metrics import SidecarMetrics, SidecarMetricsPolicy
+from proxy.sidecar_plan import SidecarPlan
 from proxy.sidecar_registry import Upstream, apply_decisions, build_registry
 from proxy.sidecar_routing import LocalRoute, OutboundRoute
 from proxy.sidecar_tracing import INSTRUMENTATION, ClientSpan
 from proxy.tracing import TracingPolicy, make_tracer_provider
 from proxy.upstream import Cluster, ConnectionPool, UpstreamCaller
+
+if TYPE_CHECKING:  # validated configs come from pydantic; the data plane only sees SidecarPlan
+    from gatewatch.settings import Settings
+    from proxy.sidecar_config import SidecarConfig
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +55,23 @@ class SidecarService:
     """One sidecar beside one service; ports 0 pick free ones (see `inbound_port`/`outbound_port`)."""
 
     def __init__(
-        self, config: SidecarConfig, settings: Settings, decisions: DecisionStore | None = None,
-        tracer_provider: trace.TracerProvider | None = None, decisions_file: Path | None = None,
+        self, config: SidecarConfig | SidecarPlan, settings: Settings | None = None,
+        decisions: DecisionStore | None = None, tracer_provider: trace.TracerProvider | None = None,
+        decisions_file: Path | None = None,
     ) -> None:
-        self.name = f"sidecar[{config.service}]"
-        self.config = config
-        self.settings = settings
+        if not isinstance(config, SidecarPlan):
+            if settings is None:
+                raise TypeError("a SidecarConfig needs the settings (host, ports, collector, control plane)")
+            config = config.plan(settings)
+        plan = self.plan = config
+        self.name = f"sidecar[{plan.service}]"
         self.decisions = decisions if decisions is not None else DecisionStore()  # an empty store is falsy
         self._tracer_provider = tracer_provider
         self._own_provider: Any = None  # the provider this sidecar created (and shuts down)
-        self._decisions_file = decisions_file or config.decisions_file
-        client_tls = mtls.client_context(config.tls.files()) if config.tls.enabled else None
-        self._server_tls = mtls.server_context(config.tls.files()) if config.tls.enabled else None
-        self.registry: dict[str, Upstream] = build_registry(config, client_tls)
+        self._decisions_file = decisions_file or plan.decisions_file
+        client_tls = mtls.client_context(plan.tls) if plan.tls else None
+        self._server_tls = mtls.server_context(plan.tls) if plan.tls else None
+        self.registry: dict[str, Upstream] = build_registry(plan, client_tls)
         self.metrics = SidecarMetrics(CollectorRegistry())
         self.metrics.watch_breakers(self.registry)
         self._runner = LoopThread(self.name, self._serve, self._shutdown)
@@ -87,9 +96,9 @@ class SidecarService:
     def start(self) -> None:
         """Bind both listeners and start following decisions; returns once serving."""
         self._runner.start()
-        log.info("%s: inbound %s:%d -> %s, outbound %s:%d (%s), admin %d", self.name, self.settings.host,
-                 self.inbound_port, self.config.inbound.forward_to, self.settings.host, self.outbound_port,
-                 "mTLS" if self.config.tls.enabled else "plain HTTP", self.admin_port)
+        log.info("%s: inbound %s:%d -> %s, outbound %s:%d (%s), admin %d", self.name, self.plan.host,
+                 self.inbound_port, self.plan.forward_to, self.plan.host, self.outbound_port,
+                 "mTLS" if self.plan.tls else "plain HTTP", self.admin_port)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Drain in-flight requests (up to `timeout_s`), close listeners and upstream connections."""
@@ -97,40 +106,37 @@ class SidecarService:
 
     async def _serve(self) -> None:
         tracer = self._tracer()
-        host = self.settings.host
+        plan, host = self.plan, self.plan.host
         local_caller = UpstreamCaller(ConnectionPool(MAX_IDLE_PER_ENDPOINT))
         remote_caller = UpstreamCaller(ConnectionPool(MAX_IDLE_PER_ENDPOINT), add_forwarded=False)
         self._callers = [local_caller, remote_caller]
         inbound: list[Policy] = [
-            SidecarMetricsPolicy(self.metrics, "in", peer_label=self.config.tls.enabled),
+            SidecarMetricsPolicy(self.metrics, "in", peer_label=plan.tls is not None),
             TracingPolicy(tracer, lambda exchange: None),
-            InboundIdentity(mtls.AllowList(self.config.inbound.allow), self.config.tls.enabled,
-                            self.config.tls.trust_domain),
-            LocalRoute(Cluster(self.config.service, [endpoint_of(self.config.inbound.forward_to)])),
+            InboundIdentity(mtls.AllowList(plan.allow), plan.tls is not None, plan.trust_domain),
+            LocalRoute(Cluster(plan.service, [endpoint_of(plan.forward_to)])),
         ]
         outbound: list[Policy] = [
             SidecarMetricsPolicy(self.metrics, "out"),
-            OutboundRoute(self.config.service, self.registry),
+            OutboundRoute(plan.service, self.registry),
             ClientSpan(tracer),
             BreakerPolicy(),
-            RetryPolicy(self.config.max_body_bytes),
+            RetryPolicy(plan.max_body_bytes),
         ]
         self._servers = [
-            HttpServer(build_chain(inbound, local_caller), host, self.config.inbound.port,
-                       self.config.inbound.limits.server_limits(), ssl=self._server_tls,
-                       on_shed=self.metrics.shed_hook("in")),
-            HttpServer(build_chain(outbound, remote_caller), host, self.config.outbound.port,
-                       self.config.outbound.limits.server_limits(), on_shed=self.metrics.shed_hook("out")),
+            HttpServer(build_chain(inbound, local_caller), host, plan.inbound.port, plan.inbound.limits,
+                       ssl=self._server_tls, on_shed=self.metrics.shed_hook("in")),
+            HttpServer(build_chain(outbound, remote_caller), host, plan.outbound.port, plan.outbound.limits,
+                       on_shed=self.metrics.shed_hook("out")),
         ]
         for server in self._servers:
             await server.start()
-        admin_port = self.config.admin_port if self.config.admin_port is not None else self.settings.sidecar_admin_port
-        self._servers.append(await start_admin(self.metrics.registry, self._health, host, admin_port, self.name))
+        self._servers.append(await start_admin(self.metrics.registry, self._health, host, plan.admin_port, self.name))
         self._follow_decisions()
 
     def _health(self) -> dict[str, object]:
         return {
-            "service": self.config.service, "decisions": len(self.decisions),
+            "service": self.plan.service, "decisions": len(self.decisions),
             "decisions_version": self.decisions.version,
             "breakers": {upstream.edge: upstream.breaker.state.value for upstream in self.registry.values()},
         }
@@ -138,9 +144,9 @@ class SidecarService:
     def _tracer(self) -> trace.Tracer:
         """Spans go to the given provider, else to one of our own (service.name = this service)."""
         provider = self._tracer_provider
-        if provider is None and self.config.tracing.enabled:
+        if provider is None and self.plan.tracing:
             provider = self._own_provider = make_tracer_provider(
-                self.config.service, self.settings.collector_endpoint, self.config.tracing.sample_ratio,
+                self.plan.service, self.plan.collector_endpoint, self.plan.sample_ratio,
             )
         return (provider or trace.get_tracer_provider()).get_tracer(INSTRUMENTATION)
 
@@ -148,11 +154,12 @@ class SidecarService:
         # The store may be updated from another thread (embedded mode, tests): apply on our loop.
         self.decisions.subscribe(lambda store: self._runner.call_soon(apply_decisions, self.registry, store))
         apply_decisions(self.registry, self.decisions)
-        if not (self.settings.control_plane_url or self._decisions_file):
+        if not (self.plan.control_plane_url or self._decisions_file):
             return
-        from proxy.controlplane import decision_source  # imports httpx: ~20 MB we skip when unused
+        from proxy.controlplane import decision_source  # imported only when decisions are followed
 
-        source = decision_source(self.settings, self.decisions, self._decisions_file)
+        source = decision_source(self.plan.control_plane_url, self.plan.control_token, self.decisions,
+                                 self._decisions_file)
         if source is not None:
             self._runner.spawn(source.run())
 

@@ -59,14 +59,34 @@ def cmd_certs_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_sidecar(args: argparse.Namespace) -> int:
+    import os
+    import sys
+
     from gatewatch.cli import settings_from_args
-    from gatewatch.service import run_until_signal
     from proxy.sidecar_config import load_sidecar_config
 
     settings = settings_from_args(args)
-    config = load_sidecar_config(args.config, service=args.service)  # check the file before heavy imports
-    from proxy.sidecar import SidecarService
+    config = load_sidecar_config(args.config, service=args.service)  # errors: one line, exit 2
+    # The data plane runs in a fresh interpreter without pydantic (proxy/sidecar_main.py); the
+    # plan goes over an inherited fd, not argv, since it may hold the control-plane token.
+    fd = plan_fd(config.plan(settings).to_json())
+    argv = [sys.executable, "-m", "proxy.sidecar_main", "--plan-fd", str(fd)]
+    os.execv(sys.executable, argv + (["--verbose"] if args.verbose else []))  # noqa: S606  # our own interpreter, fixed argv
+    return 0  # not reached
 
-    sidecar = SidecarService(config, settings)
-    run_until_signal([sidecar])
-    return 0
+
+def plan_fd(data: bytes) -> int:
+    """An inheritable fd to read `data` from: an anonymous memory file (no path, no size limit),
+    or a pipe where memfd is missing (plans are a few KB, under the pipe buffer)."""
+    import os
+
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("gatewatch-sidecar-plan", 0)  # no MFD_CLOEXEC: the exec'd process reads it
+        os.write(fd, data)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fd
+    read_end, write_end = os.pipe()
+    os.write(write_end, data)
+    os.close(write_end)
+    os.set_inheritable(read_end, True)
+    return read_end

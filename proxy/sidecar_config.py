@@ -26,10 +26,12 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from gatewatch.errors import ConfigError
+from gatewatch.settings import Settings
 from proxy.admission import AdmissionConfig
 from proxy.breaker import BreakerConfig
 from proxy.mtls import TlsFiles
 from proxy.retry import RetryConfig
+from proxy.sidecar_plan import ListenerPlan, ServicePlan, SidecarPlan
 from proxy.spiffe import DEFAULT_TRUST_DOMAIN, check_service_name
 from proxy.yamlconfig import load_yaml_model
 
@@ -120,13 +122,14 @@ class UpstreamService(_Model):
 
 
 def _check_overrides(kind: type, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Each override must be a valid setting on its own (so its error points at its block)."""
+    """Each override must be a valid setting on its own (so its error points at its block);
+    returns the overrides normalized by validation ("3" -> 3, methods upper-cased)."""
     try:
-        TypeAdapter(kind).validate_python(overrides)
+        validated: Any = TypeAdapter(kind).validate_python(overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ValueError(f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}") from None
-    return overrides
+    return {name: getattr(validated, name) for name in overrides}
 
 
 class SidecarConfig(_Model):
@@ -156,18 +159,6 @@ class SidecarConfig(_Model):
             _valid_name(name)
         return values
 
-    @model_validator(mode="after")
-    def _overrides_are_valid(self) -> SidecarConfig:
-        for name in self.services:
-            for kind, build in (("breaker", self.breaker_for), ("retry", self.retry_for)):
-                try:
-                    build(name)
-                except ValidationError as exc:
-                    first = exc.errors()[0]
-                    field = ".".join(str(part) for part in first["loc"])
-                    raise ValueError(f"services.{name}.{kind}.{field}: {first['msg']}") from None
-        return self
-
     def breaker_for(self, name: str) -> BreakerConfig:
         """The breaker settings of upstream `name`: defaults with its overrides."""
         return dataclasses.replace(self.breaker, **self.services[name].breaker)
@@ -175,6 +166,25 @@ class SidecarConfig(_Model):
     def retry_for(self, name: str) -> RetryConfig:
         """The retry settings of upstream `name`: defaults with its overrides."""
         return dataclasses.replace(self.retry, **self.services[name].retry)
+
+    def plan(self, settings: Settings) -> SidecarPlan:
+        """What the data plane runs: this config resolved (per-service policies, the admin port
+        default) with the few settings it needs; plain dataclasses, see proxy/sidecar_plan.py."""
+        return SidecarPlan(
+            service=self.service, host=settings.host,
+            inbound=ListenerPlan(self.inbound.port, self.inbound.limits.server_limits()),
+            outbound=ListenerPlan(self.outbound.port, self.outbound.limits.server_limits()),
+            forward_to=self.inbound.forward_to,
+            allow=tuple(self.inbound.allow) if self.inbound.allow is not None else None,
+            admin_port=self.admin_port if self.admin_port is not None else settings.sidecar_admin_port,
+            tls=self.tls.files() if self.tls.enabled else None, trust_domain=self.tls.trust_domain,
+            services={name: ServicePlan(tuple(entry.endpoints), self.breaker_for(name), self.retry_for(name))
+                      for name, entry in self.services.items()},
+            tracing=self.tracing.enabled, sample_ratio=self.tracing.sample_ratio,
+            max_body_bytes=self.max_body_bytes, decisions_file=self.decisions_file,
+            collector_endpoint=settings.collector_endpoint, control_plane_url=settings.control_plane_url,
+            control_token=settings.control_token.get_secret_value(),
+        )
 
 
 def _valid_name(value: str) -> str:

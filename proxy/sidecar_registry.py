@@ -11,12 +11,12 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from gatewatch.decisions import DecisionKind, Mode, Scope
+from gatewatch.decisionkinds import DecisionKind, Mode, Scope
 from proxy.breaker import BreakerState, CircuitBreaker, EndpointSet
 from proxy.decisionstore import DecisionStore
 from proxy.endpoints import endpoint_of
 from proxy.retry import RetryBudget, RetryConfig
-from proxy.sidecar_config import SidecarConfig
+from proxy.sidecar_plan import SidecarPlan
 from proxy.upstream import Cluster, Endpoint
 
 _FORCED = {DecisionKind.CIRCUIT_OPEN: BreakerState.OPEN, DecisionKind.CIRCUIT_CLOSE: BreakerState.CLOSED}
@@ -37,14 +37,13 @@ class Upstream:
     decision_id: str = ""  # the decision currently forcing `breaker`, if any
 
 
-def build_registry(config: SidecarConfig, client_tls: ssl.SSLContext | None) -> dict[str, Upstream]:
-    """Upstreams for every service in the config's registry."""
+def build_registry(plan: SidecarPlan, client_tls: ssl.SSLContext | None) -> dict[str, Upstream]:
+    """Upstreams for every service in the plan's registry."""
     registry = {}
-    for name, entry in config.services.items():
+    for name, entry in plan.services.items():
         endpoints = [endpoint_of(address, name, client_tls) for address in entry.endpoints]
-        retry = config.retry_for(name)
-        breaker_config = config.breaker_for(name)
-        edge = f"{config.service}->{name}"
+        retry, breaker_config = entry.retry, entry.breaker
+        edge = f"{plan.service}->{name}"
         registry[name] = Upstream(
             name=name, edge=edge,
             # Passive ejection is done by our endpoint breakers; the cluster's own stays lenient.
