@@ -218,11 +218,8 @@ def _unavailable(bootstrap: str, exc: BaseException) -> SpanLogUnavailable:
 
 class _KafkaProducer(LogProducer):
     def __init__(self, bootstrap: str, topic: str, options: dict[str, Any]) -> None:
-        from kafka import KafkaProducer
-        from kafka.errors import KafkaError
-
         self._bootstrap, self._topic = bootstrap, topic
-        config: dict[str, Any] = {
+        self._config: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "acks": "all",
             "linger_ms": 5,
@@ -238,12 +235,19 @@ class _KafkaProducer(LogProducer):
             # broker should be used again within a second, not half a minute.
             "reconnect_backoff_max_ms": 1_000,
         }
-        config.update(options)
-        self._verdict_s = config["delivery_timeout_ms"] / 1000 + 1.0
+        self._config.update(options)
+        self._verdict_s = self._config["delivery_timeout_ms"] / 1000 + 1.0
+        self._lock = threading.Lock()
+        self._producer = self._connect()
+
+    def _connect(self) -> Any:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError
+
         try:
-            self._producer = KafkaProducer(**config)
+            return KafkaProducer(**self._config)
         except KafkaError as exc:
-            raise _unavailable(bootstrap, exc) from None
+            raise _unavailable(self._bootstrap, exc) from None
 
     def send(self, messages: Sequence[Message], timeout_s: float = 10.0) -> None:
         from kafka.errors import KafkaError
@@ -251,15 +255,36 @@ class _KafkaProducer(LogProducer):
         # Wait for the producer's own verdict on each record (due within delivery_timeout_ms): an
         # earlier give-up would call records failed that may still be written.
         deadline = time.monotonic() + max(timeout_s, self._verdict_s)
+        producer = self._producer
         try:
             futures = [
-                self._producer.send(self._topic, value=m.value, key=m.key, headers=list(m.headers))
-                for m in messages
+                producer.send(self._topic, value=m.value, key=m.key, headers=list(m.headers)) for m in messages
             ]
-            for future in futures:
-                future.get(timeout=max(0.0, deadline - time.monotonic()))
         except KafkaError as exc:
             raise _unavailable(self._bootstrap, exc) from None
+        for future in futures:
+            try:
+                future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except KafkaError as exc:
+                if not future.is_done:
+                    self._replace_stalled(producer)
+                raise _unavailable(self._bootstrap, exc) from None
+
+    def _replace_stalled(self, stalled: Any) -> None:
+        """Swap in a new client when one gave no verdict past its own delivery timeout.
+
+        A client that breaks that promise has stopped sending (seen with kafka-python 3.0 after a
+        broker restart); records it still holds were never acknowledged, so callers retry them.
+        """
+        with self._lock:
+            if self._producer is not stalled:
+                return  # another sender already replaced it
+            logging.getLogger(__name__).warning(
+                "Kafka producer for %s gave no verdict within its delivery timeout; replacing it", self._topic
+            )
+            self._force_close(stalled)
+            with contextlib.suppress(SpanLogUnavailable):  # still down: the next send() reconnects
+                self._producer = self._connect()
 
     def healthy(self) -> bool:
         return bool(self._producer.bootstrap_connected())
@@ -273,21 +298,22 @@ class _KafkaProducer(LogProducer):
             # Records still queued were never acknowledged (send() waits for the verdict): stopping
             # must not fail on them.
             logging.getLogger(__name__).warning("span log producer closed with unsent records: %s", exc)
-            self._force_close()
+            self._force_close(self._producer)
 
-    def _force_close(self) -> None:
-        """Fail the records still queued and finish closing the kafka-python producer."""
+    @staticmethod
+    def _force_close(producer: Any) -> None:
+        """Fail the records still queued and finish closing a kafka-python producer."""
         from kafka.errors import KafkaError
 
         # kafka-python marks itself closed only after a successful flush; left half-closed, its
         # __del__ closes again at garbage collection and prints "Exception ignored ... Timeout
         # waiting for future". A forced sender stop fails the queued batches, so the flush in the
         # second close has nothing left to wait for.
-        sender = self._producer._sender
+        sender = producer._sender
         sender.force_close()
         sender.join(1.0)
         with contextlib.suppress(KafkaError):  # already reported by close()
-            self._producer.close(timeout=0)
+            producer.close(timeout=0)
 
 
 class _KafkaConsumer(LogConsumer):

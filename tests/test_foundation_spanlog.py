@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from gatewatch.errors import SpanLogFull
+from gatewatch.errors import SpanLogFull, SpanLogUnavailable
 from gatewatch.settings import Settings
 from gatewatch.spanlog import EmbeddedLog, KafkaLog, Message, SpanLog, next_offsets, open_span_log
 from gatewatch.topics import TopicSpec, ensure_topics, topic_specs
@@ -62,6 +62,57 @@ def test_kafka_producer_close_with_unsent_records_closes_for_good(kafka_bootstra
 
 
 @pytest.mark.kafka
+class _StalledFuture:
+    """A record the client neither delivered nor expired (kafka-python 3.0 after a broker restart)."""
+
+    is_done = False
+
+    def get(self, timeout: float) -> None:
+        from kafka.errors import KafkaTimeoutError
+
+        raise KafkaTimeoutError(f"Timeout after waiting for {timeout} secs.")
+
+
+class _DoneFuture:
+    is_done = True
+
+    def get(self, timeout: float) -> None:
+        return None
+
+
+class _FakeClient:
+    def __init__(self, stalled: bool) -> None:
+        self.stalled, self.sent, self.closed = stalled, 0, False
+        self._sender = self
+
+    def send(self, topic: str, **_: object) -> object:
+        self.sent += 1
+        return _StalledFuture() if self.stalled else _DoneFuture()
+
+    def force_close(self) -> None:
+        self.closed = True
+
+    def join(self, timeout: float) -> None:
+        pass
+
+    def close(self, timeout: float) -> None:
+        pass
+
+
+def test_kafka_producer_replaced_when_its_client_stops_giving_verdicts(monkeypatch, caplog):
+    from gatewatch import spanlog
+
+    clients = [_FakeClient(stalled=True), _FakeClient(stalled=False)]
+    fresh = iter(clients)
+    monkeypatch.setattr(spanlog._KafkaProducer, "_connect", lambda self: next(fresh))
+    producer = spanlog._KafkaProducer("127.0.0.1:9", "spans", {"delivery_timeout_ms": 0})
+    with pytest.raises(SpanLogUnavailable):
+        producer.send([Message(b"a")], timeout_s=0.0)  # the caller answers 503; its client retries
+    assert clients[0].closed and "replacing it" in caplog.text
+    producer.send([Message(b"a")], timeout_s=0.0)
+    assert clients[1].sent == 1
+
+
 def test_contract_topics_created_once_with_compaction(kafka_settings: Settings):
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
