@@ -22,6 +22,7 @@ class PipelineMetrics:
         self.dlq = Counter(PREFIX + "dlq_messages", "Messages sent to the dead-letter queue", registry=r)
         self.store_errors = Counter(PREFIX + "store_errors", "Failed store calls (retried)", registry=r)
         self.commit_errors = Counter(PREFIX + "commit_errors", "Offset commits that failed", registry=r)
+        self.poll_errors = Counter(PREFIX + "poll_errors", "Span-log polls that failed (retried)", registry=r)
         self.batch_seconds = Histogram(
             PREFIX + "batch_seconds", "Time to insert one batch", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),

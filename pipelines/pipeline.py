@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 LAG_EVERY_S = 5.0
 POLL_MESSAGES = 1000
+POLL_BACKOFF_CAP_S = 5.0
 
 
 class Pipeline:
@@ -62,6 +63,7 @@ class Pipeline:
         self._replayed_to: dict[TopicPartition, int] = {}  # offsets those replays already stored
         self._lag_at = 0.0
         self._pending = 0
+        self._poll_delay = 0.0
 
     @property
     def pending_rows(self) -> int:
@@ -70,7 +72,7 @@ class Pipeline:
 
     def step(self, poll_timeout_s: float = 0.2) -> int:
         """Poll once, decode what came, flush if a batch is due; returns the messages handled."""
-        messages = self._consumer.poll(POLL_MESSAGES, poll_timeout_s)
+        messages = self._poll(poll_timeout_s)
         self._forget_revoked()
         for message in messages:
             self._handle(message)
@@ -81,6 +83,19 @@ class Pipeline:
             self.flush()
         self._update_lag()
         return len(messages)
+
+    def _poll(self, timeout_s: float) -> list[Message]:
+        """The next messages; none while the log is unreachable (batches due still flush meanwhile)."""
+        try:
+            messages = self._consumer.poll(POLL_MESSAGES, timeout_s)
+        except GatewatchError as exc:
+            self.metrics.poll_errors.inc()
+            self._poll_delay = min(POLL_BACKOFF_CAP_S, self._poll_delay * 2 or timeout_s)
+            log.warning("polling the span log failed (%s); retrying in %.1fs", exc, self._poll_delay)
+            self.backoff.abandon.wait(self._poll_delay)
+            return []
+        self._poll_delay = 0.0
+        return messages
 
     def flush(self, force_replays: bool = False) -> None:
         """Insert every ready batch, then commit its offsets (raises retry.Abandoned when stopping)."""

@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from gatewatch.errors import SpanLogUnavailable
 from gatewatch.settings import Settings
 from gatewatch.spanlog import EmbeddedLog, Message
 from pipelines import queries
@@ -243,3 +244,20 @@ def test_store_errors_are_retried_without_committing(settings, store):
     assert len(failures) == 2 and failures[0] == failures[1]  # the retry reuses the token
     assert count(store, settings) == 20
     assert pipeline.metrics.store_errors._value.get() == 2
+
+
+def test_span_log_outages_are_waited_out_not_fatal(settings, store):
+    log = EmbeddedLog()
+    log.producer(settings.spans_topic).send([Message(synthetic_request(20))])
+    pipeline = make_pipeline(settings, store, log, batch_rows=1, crash=False)
+    real_poll, outages = pipeline._consumer.poll, [SpanLogUnavailable("broker restarting")] * 2
+
+    def flaky_poll(max_messages, timeout_s):
+        if outages:
+            raise outages.pop()
+        return real_poll(max_messages, timeout_s)
+
+    pipeline._consumer.poll = flaky_poll  # type: ignore[method-assign]
+    assert [pipeline.step(0.01) for _ in range(3)] == [0, 0, 1]
+    assert count(store, settings) == 20
+    assert pipeline.metrics.poll_errors._value.get() == 2
