@@ -60,8 +60,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     services: list[Service] = [core]
     if args.shop:
         services.append(DataPlane(settings, settings.data_dir / "up", core=core.core))
-    run_until_signal(services)
-    return 0
+    return 1 if run_until_signal(services) else 0
 
 
 def quiet_logs() -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from demo.stack import Stack
-from gatewatch.service import Service
+from gatewatch.service import Service, failure
 from gatewatch.settings import Settings
 from gatewatch.spanlog import SpanLog, open_span_log
 
@@ -66,6 +66,11 @@ class CoreService:
         except BaseException:
             self.stop(2.0)
             raise
+
+    @property
+    def error(self) -> BaseException | None:
+        """What the first failed inner stage died of (see `gatewatch.service.failure`)."""
+        return next((e for e in map(failure, self.core.services) if e is not None), None)
 
     def _run(self, service: Service) -> Service:
         self._stack.start(service)

@@ -83,8 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     services: list[Service] = [DetectorService(settings, store=store)]
     if not args.no_control_plane:
         services.append(ControlPlaneService(settings, store=store))
-    run_until_signal(services)
-    return 0
+    return 1 if run_until_signal(services) else 0
 
 
 def cmd_series(args: argparse.Namespace) -> int:

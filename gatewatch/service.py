@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Sequence
 from typing import Protocol
 
+log = logging.getLogger(__name__)
+
 
 class Service(Protocol):
-    """A stage that runs in the background of the process that started it."""
+    """A stage that runs in the background of the process that started it.
+
+    One whose background work can die exposes that as an `error` attribute (None while it runs).
+    """
 
     name: str
 
@@ -20,9 +26,13 @@ class Service(Protocol):
         """Stop accepting work, finish or hand back what is in flight, release resources."""
 
 
-def run_until_signal(services: Sequence[Service]) -> None:
-    """Start services in order, block until SIGINT/SIGTERM, stop them in reverse order."""
+def run_until_signal(services: Sequence[Service]) -> list[str]:
+    """Start services in order, block until SIGINT/SIGTERM or a service fails, stop them in reverse.
+
+    Returns the names of the services that failed (empty when a signal ended the run).
+    """
     stop = threading.Event()
+    failed: list[str] = []
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     started: list[Service] = []
     try:
@@ -30,9 +40,21 @@ def run_until_signal(services: Sequence[Service]) -> None:
             service.start()
             started.append(service)
         while not stop.wait(0.5):
-            pass
+            failed = [service.name for service in started if failure(service) is not None]
+            if failed:
+                # A process that stays up with a dead stage looks healthy to its supervisor; exiting
+                # lets it restart the stage (compose: restart unless-stopped).
+                log.error("%s stopped on an error; shutting down", ", ".join(failed))
+                break
     finally:
         for service in reversed(started):
             service.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    return failed
+
+
+def failure(service: Service) -> BaseException | None:
+    """What the service's background work died of, or None (also for services that never report it)."""
+    error: BaseException | None = getattr(service, "error", None)
+    return error

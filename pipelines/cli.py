@@ -31,5 +31,4 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         pipeline_metrics_port=args.metrics_port,
     )
     service = PipelineService(settings)
-    run_until_signal([service])
-    return 1 if service.error else 0
+    return 1 if run_until_signal([service]) else 0
