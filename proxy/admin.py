@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
-
-from prometheus_client import CollectorRegistry, generate_latest
+from typing import TYPE_CHECKING, Any
 
 from gatewatch.errors import ConfigError
 from proxy.policy import CallNext, Exchange, Headers, Response
 from proxy.server import HttpServer
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 Health = Callable[[], dict[str, Any]]
 
@@ -25,6 +26,10 @@ def admin_handler(registry: CollectorRegistry, health: Health) -> CallNext:
     async def handle(exchange: Exchange) -> Response:
         path = exchange.request.path
         if path == "/metrics":
+            # Imported on the first scrape: prometheus_client.exposition pulls http.server, wsgiref
+            # and urllib.request (~3 MB) that a sidecar never scraped does not need (proxy.promlite).
+            from prometheus_client import generate_latest
+
             text = generate_latest(registry)
             return Response(200, Headers([("content-type", "text/plain; version=0.0.4")]), text)
         if path in ("/healthz", "/readyz"):
