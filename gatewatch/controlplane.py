@@ -15,11 +15,9 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from gatewatch.decisions import Decision
+from gatewatch.decisionwire import ALERTS_PATH, DECISIONS_PATH, MAX_WATCH_TIMEOUT_S, WATCH_PATH
 
-DECISIONS_PATH = "/v1/decisions"
-WATCH_PATH = "/v1/decisions/watch"
-ALERTS_PATH = "/v1/alerts"
-MAX_WATCH_TIMEOUT_S = 60.0
+__all__ = ["ALERTS_PATH", "DECISIONS_PATH", "MAX_WATCH_TIMEOUT_S", "WATCH_PATH", "DecisionSnapshot"]
 
 
 class DecisionSnapshot(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gatewatch.decisionkinds import DecisionKind, Mode, Scope
+from gatewatch.decisionwire import DecisionKind, Mode, Scope
 
 
 class Target(BaseModel):

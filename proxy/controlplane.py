@@ -7,18 +7,28 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlencode, urlsplit
 
-import httpx
-from pydantic import TypeAdapter, ValidationError
-
-from gatewatch.controlplane import DECISIONS_PATH, MAX_WATCH_TIMEOUT_S, WATCH_PATH, DecisionSnapshot
-from gatewatch.decisions import Decision
+from gatewatch.decisionwire import (
+    DECISIONS_PATH,
+    MAX_WATCH_TIMEOUT_S,
+    WATCH_PATH,
+    WireDecision,
+    parse_wire_decision,
+    parse_wire_snapshot,
+)
 from proxy.decisionstore import DecisionStore
+from proxy.policy import Exchange, Headers, ProxyError, Request
+from proxy.upstream import Cluster, Endpoint, UpstreamCaller
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable
 
 log = logging.getLogger(__name__)
-_DECISION_LIST = TypeAdapter(list[Decision])
+MAX_SNAPSHOT_BYTES = 16 << 20  # a larger answer is refused (and the last state kept)
 
 
 class DecisionSource(Protocol):
@@ -29,7 +39,8 @@ class DecisionSource(Protocol):
 
 
 class ControlPlaneClient:
-    """Long-polls `GET /v1/decisions/watch?since=<version>&timeout=<s>` with the bearer token."""
+    """Long-polls `GET /v1/decisions/watch?since=<version>&timeout=<s>` with the bearer token, on
+    the proxy engine's own upstream client (keep-alive, timeouts): no HTTP library, no pydantic."""
 
     def __init__(
         self, store: DecisionStore, url: str, token: str, watch_timeout_s: float = 30.0,
@@ -37,7 +48,15 @@ class ControlPlaneClient:
     ) -> None:
         self.store = store
         self.base = url.rstrip("/")
-        self._headers = {"authorization": f"Bearer {token}"} if token else {}
+        parts = urlsplit(self.base)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"control plane URL must be http(s)://host[:port], got {url!r}")
+        tls = ssl.create_default_context() if parts.scheme == "https" else None
+        port = parts.port or (443 if tls else 80)
+        self._cluster = Cluster("control-plane", [Endpoint(parts.hostname, port, tls, parts.hostname if tls else None)],
+                                max_failures=1 << 30)  # backoff is ours; never eject the only endpoint
+        self._prefix = parts.path
+        self._headers = [("host", parts.netloc)] + ([("authorization", f"Bearer {token}")] if token else [])
         self.watch_timeout_s = min(watch_timeout_s, MAX_WATCH_TIMEOUT_S)
         self.max_backoff_s = max_backoff_s
         self.connected = False
@@ -45,11 +64,12 @@ class ControlPlaneClient:
 
     async def run(self) -> None:
         backoff = 0.2
-        async with httpx.AsyncClient(timeout=self.watch_timeout_s + 10.0) as client:
+        caller = UpstreamCaller(add_forwarded=False)
+        try:
             while True:
                 try:
-                    snapshot = await self._watch(client)
-                except (httpx.HTTPError, ValidationError, ValueError) as exc:
+                    version, decisions = await self._watch(caller)
+                except (ProxyError, OSError, ValueError) as exc:
                     self._failed(exc)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self.max_backoff_s)
@@ -58,35 +78,59 @@ class ControlPlaneClient:
                 if not self.connected:
                     log.info("control plane connected at %s", self.base)
                 self.connected = True
-                if snapshot.version != self.store.version or self.store.version < 0:
-                    self.store.replace(snapshot.decisions, snapshot.version)
+                if version != self.store.version or self.store.version < 0:
+                    self.store.replace(decisions, version)
+        finally:
+            caller.close()
 
-    async def _watch(self, client: httpx.AsyncClient) -> DecisionSnapshot:
+    async def _watch(self, caller: UpstreamCaller) -> tuple[int, list[WireDecision]]:
         if self.store.version < 0:  # first contact: the current snapshot, then watch from its version
-            response = await client.get(self.base + DECISIONS_PATH, headers=self._headers)
+            path, query = DECISIONS_PATH, ""
         else:
-            params = {"since": str(self.store.version), "timeout": f"{self.watch_timeout_s:g}"}
-            response = await client.get(self.base + WATCH_PATH, params=params, headers=self._headers)
-        if response.status_code == 401:
+            path = WATCH_PATH
+            query = urlencode({"since": str(self.store.version), "timeout": f"{self.watch_timeout_s:g}"})
+        exchange = Exchange(Request("GET", self._prefix + path, query, Headers(self._headers)), "")
+        exchange.upstream, exchange.timeout_s = self._cluster, self.watch_timeout_s + 10.0
+        response = await caller(exchange)
+        body = await _read(response.body)
+        if response.status == 401:
             raise ValueError("control plane rejected the token (401); check GATEWATCH_CONTROL_TOKEN")
-        response.raise_for_status()
-        return DecisionSnapshot.model_validate_json(response.content)
+        if response.status != 200:
+            raise ValueError(f"control plane answered {response.status}")
+        return parse_wire_snapshot(json.loads(body))
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
         if self.connected or self.failures == 1:
             # Fail static: the store keeps what it has; say so once per outage, not per retry.
-            log.warning("control plane unreachable (%s); keeping %d decisions", type(exc).__name__, len(self.store))
+            log.warning("control plane unreachable (%s: %s); keeping %d decisions", type(exc).__name__,
+                        str(exc)[:200], len(self.store))
         self.connected = False
 
 
-def parse_decisions_file(data: bytes) -> tuple[list[Decision], int | None]:
-    """Decisions from a file: a JSON list of Decision objects, or a DecisionSnapshot object."""
-    document = json.loads(data or b"[]")
+async def _read(body: bytes | AsyncIterable[bytes]) -> bytes:
+    """A whole response body, refused beyond MAX_SNAPSHOT_BYTES."""
+    if isinstance(body, bytes):
+        chunks = [body]
+    else:
+        chunks, size = [], 0
+        async for chunk in body:
+            size += len(chunk)
+            if size > MAX_SNAPSHOT_BYTES:
+                raise ValueError(f"control plane answer over {MAX_SNAPSHOT_BYTES} bytes")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_decisions_file(data: bytes) -> tuple[list[WireDecision], int | None]:
+    """Decisions from a file: a JSON list of decisions, or a snapshot object `{"version", "decisions"}`."""
+    document: Any = json.loads(data or b"[]")
     if isinstance(document, dict):
-        snapshot = DecisionSnapshot.model_validate(document)
-        return snapshot.decisions, snapshot.version
-    return _DECISION_LIST.validate_python(document), None
+        version, decisions = parse_wire_snapshot(document)
+        return decisions, version
+    if not isinstance(document, list):
+        raise ValueError("must be a JSON list of decisions or a snapshot object")
+    return [parse_wire_decision(item) for item in document], None
 
 
 class DecisionFile:
@@ -110,7 +154,7 @@ class DecisionFile:
         self._seen = signature
         try:
             decisions, version = parse_decisions_file(self.path.read_bytes())
-        except (OSError, ValueError, ValidationError) as exc:
+        except (OSError, ValueError) as exc:
             log.warning("decisions file %s is invalid, keeping the last state: %s", self.path, str(exc)[:200])
             return False
         self.store.replace(decisions, version)

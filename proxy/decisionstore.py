@@ -7,7 +7,11 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the sidecar's data plane does not import pydantic (gatewatch.decisions)
-    from gatewatch.decisions import Decision, Scope
+    from gatewatch.decisions import Decision as Validated
+    from gatewatch.decisionwire import Scope, WireDecision
+
+    # Models (embedded mode, tests, detectors) or parsed wire decisions: the same attributes.
+    Decision = Validated | WireDecision
 
 _Entry = tuple[float, "Decision"]
 Listener = Callable[["DecisionStore"], None]

@@ -3,12 +3,17 @@ and configured rate limits). Per-route settings come from `route.policy` (see pr
 
 from __future__ import annotations
 
-from gatewatch.decisions import Decision, DecisionKind, Mode
+from typing import TYPE_CHECKING
+
+from gatewatch.decisions import DecisionKind, Mode
 from proxy.auth import Authenticator, AuthFailure, Identity
 from proxy.decisionstore import DecisionStore
 from proxy.metrics import GatewayMetrics
 from proxy.policy import CallNext, Exchange, Response
 from proxy.ratelimit import Gcra, Verdict
+
+if TYPE_CHECKING:
+    from proxy.decisionstore import Decision  # a model or a parsed wire decision
 
 OUTCOME = "gatewatch.ratelimit.outcome"
 AUTH_OUTCOME = "gatewatch.auth.outcome"

@@ -11,7 +11,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from gatewatch.decisionkinds import DecisionKind, Mode, Scope
+from gatewatch.decisionwire import DecisionKind, Mode, Scope
 from proxy.breaker import BreakerState, CircuitBreaker, EndpointSet
 from proxy.decisionstore import DecisionStore
 from proxy.endpoints import endpoint_of
