@@ -9,7 +9,6 @@ policies and the plain `SidecarPlan`.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import sys
@@ -29,11 +28,14 @@ def read_plan(fd: int) -> SidecarPlan:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sidecar from a plan until SIGINT/SIGTERM; errors print one line, exit code 2."""
-    parser = argparse.ArgumentParser(prog="gatewatch sidecar (data plane)")
-    parser.add_argument("--plan-fd", type=int, required=True, help="fd holding the SidecarPlan JSON")
-    parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format=LOG_FORMAT)
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in args
+    # Two flags from our own execv: argparse (with gettext and locale) would cost ~0.2 MB of RSS.
+    if args[:1] != ["--plan-fd"] or len(args) < 2 or not args[1].isdigit():
+        print("usage: python -m proxy.sidecar_main --plan-fd N [--verbose]  (run by `gatewatch sidecar`)",
+              file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=LOG_FORMAT)
     from proxy import promlite
 
     promlite.install()  # before anything imports prometheus_client
@@ -41,7 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from proxy.sidecar import SidecarService
 
     try:
-        run_until_signal([SidecarService(read_plan(args.plan_fd))])
+        plan = read_plan(int(args[1]))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        print(f"gatewatch: error: cannot read the sidecar plan from fd {args[1]}: {exc!r}", file=sys.stderr)
+        return 2
+    try:
+        run_until_signal([SidecarService(plan)])
     except GatewatchError as exc:
         print(f"gatewatch: error: {exc}", file=sys.stderr)
         return 2

@@ -162,3 +162,9 @@ def test_malformed_snapshots_are_rejected() -> None:
     for snapshot in snapshots:
         with pytest.raises(ValueError):
             parse_wire_snapshot(snapshot)
+
+
+def test_data_plane_without_a_readable_plan_says_so_in_one_line() -> None:
+    result = _python("import sys\nfrom proxy.sidecar_main import main\nsys.exit(main(['--plan-fd', '987']))")
+    assert result.returncode == 2 and "cannot read the sidecar plan from fd 987" in result.stderr
+    assert "Traceback" not in result.stderr
