@@ -68,29 +68,30 @@ def _python(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 
+def _output_after_promlite(code: str) -> str:
+    """stdout of `code` run in a fresh interpreter after `promlite.install()` (which must succeed)."""
+    result = _python("import sys\nfrom proxy import promlite\nassert promlite.install()\n" + code)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 def test_data_plane_imports_neither_pydantic_nor_yaml_nor_http_clients() -> None:
-    result = _python(
-        "import sys\nfrom proxy import promlite\nassert promlite.install()\n"
+    assert _output_after_promlite(
         "import proxy.sidecar_main, proxy.sidecar, proxy.controlplane, gatewatch.service\n"
         "heavy = [m for m in ('pydantic', 'yaml', 'httpx', 'gatewatch.settings', 'prometheus_client.exposition')"
         " if m in sys.modules]\nprint(heavy)\n"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    ) == "[]"
 
 
 def test_promlite_names_load_lazily_and_anything_else_runs_the_real_package() -> None:
-    result = _python(
-        "import sys\nfrom proxy import promlite\nassert promlite.install()\n"
+    assert _output_after_promlite(
         "from prometheus_client import CollectorRegistry, Counter\n"
         "registry = CollectorRegistry(); Counter('x', 'x', registry=registry).inc()\n"
         "assert 'prometheus_client.exposition' not in sys.modules\n"
         "from prometheus_client import generate_latest, start_http_server\n"
         "assert b'x_total 1.0' in generate_latest(registry)\n"
         "assert not promlite.install()\nprint('ok')\n"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    ) == "ok"
 
 
 def test_gatewatch_sidecar_runs_the_data_plane_with_the_token_off_its_command_line(tmp_path: Path) -> None:
