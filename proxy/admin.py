@@ -1,7 +1,9 @@
-"""The admin listener of every proxy mode: `/metrics` (Prometheus text) and `/healthz`/`/readyz`.
+"""The admin listener of every proxy mode: `/metrics` and `/healthz`/`/readyz`.
 
 The gateway and the sidecar each serve one on their own port, from their own metrics registry, with
-a health body of their own (config version, decisions, ...).
+a health body of their own (config version, decisions, ...). `/metrics` is the classic Prometheus
+text, or OpenMetrics (which Prometheus scrapes natively) when `openmetrics` is set: the sidecar's,
+since that writer needs none of the modules the classic one imports (~3 MB, `proxy.promlite`).
 """
 
 from __future__ import annotations
@@ -20,18 +22,14 @@ if TYPE_CHECKING:
 Health = Callable[[], dict[str, Any]]
 
 
-def admin_handler(registry: CollectorRegistry, health: Health) -> CallNext:
+def admin_handler(registry: CollectorRegistry, health: Health, openmetrics: bool = False) -> CallNext:
     """The admin chain: metrics of `registry`, `{"status": "ok", **health()}` on the health paths."""
 
     async def handle(exchange: Exchange) -> Response:
         path = exchange.request.path
         if path == "/metrics":
-            # Imported on the first scrape: prometheus_client.exposition pulls http.server, wsgiref
-            # and urllib.request (~3 MB) that a sidecar never scraped does not need (proxy.promlite).
-            from prometheus_client import generate_latest
-
-            text = generate_latest(registry)
-            return Response(200, Headers([("content-type", "text/plain; version=0.0.4")]), text)
+            text, content_type = _exposition(registry, openmetrics)
+            return Response(200, Headers([("content-type", content_type)]), text)
         if path in ("/healthz", "/readyz"):
             body = {"status": "ok", **health()}
             return Response(200, Headers([("content-type", "application/json")]), json.dumps(body).encode())
@@ -40,9 +38,23 @@ def admin_handler(registry: CollectorRegistry, health: Health) -> CallNext:
     return handle
 
 
-async def start_admin(registry: CollectorRegistry, health: Health, host: str, port: int, what: str) -> HttpServer:
+def _exposition(registry: CollectorRegistry, openmetrics: bool) -> tuple[bytes, str]:
+    """`registry` as OpenMetrics or classic Prometheus text, with its content type."""
+    # Imported on the first scrape: the classic writer (prometheus_client.exposition) pulls in
+    # http.server, wsgiref, urllib.request and email; the OpenMetrics one only its own module.
+    if openmetrics:
+        from prometheus_client.openmetrics import exposition as open_exposition
+
+        return open_exposition.generate_latest(registry), open_exposition.CONTENT_TYPE_LATEST
+    from prometheus_client import generate_latest
+
+    return generate_latest(registry), "text/plain; version=0.0.4"
+
+
+async def start_admin(registry: CollectorRegistry, health: Health, host: str, port: int, what: str,
+                      openmetrics: bool = False) -> HttpServer:
     """Bind the admin listener (port 0 = any free one); ConfigError naming `what` if it cannot listen."""
-    server = HttpServer(admin_handler(registry, health), host, port)
+    server = HttpServer(admin_handler(registry, health, openmetrics), host, port)
     try:
         await server.start()
     except OSError as exc:

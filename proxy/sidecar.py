@@ -131,7 +131,9 @@ class SidecarService:
         ]
         for server in self._servers:
             await server.start()
-        self._servers.append(await start_admin(self.metrics.registry, self._health, host, plan.admin_port, self.name))
+        admin = await start_admin(self.metrics.registry, self._health, host, plan.admin_port, self.name,
+                                  openmetrics=True)
+        self._servers.append(admin)
         self._follow_decisions()
 
     def _health(self) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The sidecar's admin port: Prometheus metrics (requests, retries, breaker rejections, breaker state
+"""The sidecar's admin port: OpenMetrics (requests, retries, breaker rejections, breaker state
 per edge) and /healthz, on a port of its own (0 = any free one)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import re
 
 import httpx
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from gatewatch.settings import Settings
 from tests.test_sidecar_support import running_backend, running_sidecar
@@ -37,7 +38,12 @@ def test_admin_port_counts_requests_retries_and_breaker_rejections(settings: Set
         assert first.status_code == 503 and "x-gatewatch-breaker" not in first.headers  # the callee's own 503
         rejected = httpx.get(f"http://127.0.0.1:{checkout.outbound_port}/", headers={"host": "payment"}, timeout=10)
         assert rejected.headers["x-gatewatch-breaker"] == "checkout->payment"
-        text = httpx.get(f"{admin}/metrics").text
+        scraped = httpx.get(f"{admin}/metrics")
+        assert scraped.headers["content-type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        text = scraped.text
+        families = {family.name: family.type for family in text_string_to_metric_families(text)}  # or ValueError
+        assert families["gatewatch_sidecar_requests"] == "counter"
+        assert families["gatewatch_sidecar_breaker_state"] == "gauge"
         assert metric(text, "gatewatch_sidecar_requests_total", direction="out", peer="payment", code="503") == 2
         assert metric(text, "gatewatch_sidecar_retries_total", service="payment") == 1
         assert metric(text, "gatewatch_sidecar_breaker_rejections_total", edge="checkout->payment") == 1
