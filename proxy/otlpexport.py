@@ -1,5 +1,5 @@
-"""The proxies' OTLP/HTTP span exporter: batches encoded by `proxy.otlpwire`, POSTed with the
-standard library's `http.client` on one keep-alive connection.
+"""The proxies' OTLP/HTTP span exporter: batches encoded by `proxy.otlpwire`, POSTed on one
+keep-alive connection by `proxy.httpposter` (no `http.client`: it imports `email`).
 
 The SDK's `OTLPSpanExporter` pulls in requests, urllib3 and the protobuf classes (~8 MB of a
 sidecar's RSS) to send bytes the proxies already have. This sends the same request the same way
@@ -11,7 +11,6 @@ deadline per batch).
 from __future__ import annotations
 
 import gzip
-import http.client
 import logging
 import os
 import random
@@ -20,81 +19,23 @@ import threading
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from urllib.parse import urlsplit
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.util.re import parse_env_headers
 
+from proxy.httpposter import CONNECTION_ERRORS, HttpPoster, encode_head
 from proxy.otlpwire import encode_request
 
 log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset({429, 502, 503, 504})
 MAX_ATTEMPTS = 6  # as the SDK exporter: 1 s, 2 s, 4 s ... backoff, bounded by the deadline
-_CONNECTION_ERRORS = (OSError, http.client.HTTPException)  # refused, reset, timed out, bad response
 
 
 def otlp_env(name: str) -> str | None:
     """`OTEL_EXPORTER_OTLP_TRACES_<name>`, else `OTEL_EXPORTER_OTLP_<name>` (the SDK's precedence)."""
     return os.environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or os.environ.get(f"OTEL_EXPORTER_OTLP_{name}")
-
-
-class HttpPoster:
-    """POSTs bodies to one URL over a kept-alive `http.client` connection (re-opened after errors)."""
-
-    def __init__(self, url: str, timeout_s: float, context: ssl.SSLContext | None = None) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"OTLP endpoint must be an http(s) URL, got {url!r}")
-        self.url = url
-        self._https = parts.scheme == "https"
-        self._host, self._port = parts.hostname, parts.port
-        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._timeout_s = timeout_s
-        self._context = context
-        self._connection: http.client.HTTPConnection | None = None
-        self._lock = threading.Lock()  # one request at a time on the connection
-
-    def post(self, body: bytes, headers: Mapping[str, str], timeout_s: float) -> tuple[int, str | None]:
-        """The response status and its Retry-After header; raises OSError/HTTPException on failure."""
-        with self._lock:
-            reused = self._connection is not None
-            try:
-                return self._post(body, headers, timeout_s)
-            except _CONNECTION_ERRORS:
-                if not reused:
-                    raise
-            # The peer may have closed the idle kept-alive connection: once more on a new one.
-            return self._post(body, headers, timeout_s)
-
-    def _post(self, body: bytes, headers: Mapping[str, str], timeout_s: float) -> tuple[int, str | None]:
-        connection = self._connection or self._connect()
-        connection.timeout = timeout_s
-        if connection.sock is not None:
-            connection.sock.settimeout(timeout_s)
-        try:
-            connection.request("POST", self._path, body=body, headers=dict(headers))
-            response = connection.getresponse()
-            response.read()
-        except BaseException:
-            self.close_connection()
-            raise
-        return response.status, response.getheader("retry-after")
-
-    def _connect(self) -> http.client.HTTPConnection:
-        if self._https:
-            self._connection = http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._timeout_s, context=self._context)
-        else:
-            self._connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
-        return self._connection
-
-    def close_connection(self) -> None:
-        """Drop the kept-alive connection (the next post opens a new one)."""
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -104,6 +45,19 @@ def _tls_context() -> ssl.SSLContext:
     if cert:
         context.load_cert_chain(cert, otlp_env("CLIENT_KEY"))
     return context
+
+
+def _valid_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """`headers` without those that cannot be sent (CR, LF or NUL in them), each dropped with a warning."""
+    valid = {}
+    for name, value in headers.items():
+        try:
+            encode_head("/", "-", {name: value}, 0)
+        except ValueError:
+            log.warning("OTLP header %r dropped: it holds a character HTTP does not allow", name)
+            continue
+        valid[name] = value
+    return valid
 
 
 def _retry_after_s(value: str | None) -> float | None:
@@ -122,6 +76,7 @@ class WireOTLPSpanExporter(SpanExporter):
         self._headers = {"content-type": "application/x-protobuf", "user-agent": "gatewatch-proxy"}
         self._headers.update(parse_env_headers(otlp_env("HEADERS") or "", liberal=True))
         self._headers.update({key.lower(): value for key, value in (headers or {}).items()})
+        self._headers = _valid_headers(self._headers)
         self._compression = (compression or otlp_env("COMPRESSION") or "none").strip().lower()
         if self._compression not in ("none", "gzip", "deflate"):
             log.warning("unsupported OTLP compression %r: sending uncompressed", self._compression)
@@ -159,7 +114,7 @@ class WireOTLPSpanExporter(SpanExporter):
             retry_after = None
             try:
                 status, retry_after_header = self._poster.post(body, self._headers, max(remaining, 0.01))
-            except _CONNECTION_ERRORS as error:
+            except CONNECTION_ERRORS as error:
                 outcome: object = error
             else:
                 if 200 <= status < 400:

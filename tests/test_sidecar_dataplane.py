@@ -75,12 +75,35 @@ def _output_after_promlite(code: str) -> str:
     return result.stdout.strip()
 
 
-def test_data_plane_imports_neither_pydantic_nor_yaml_nor_http_clients() -> None:
+def test_data_plane_imports_neither_pydantic_nor_yaml_nor_http_clients_nor_email() -> None:
     assert _output_after_promlite(
         "import proxy.sidecar_main, proxy.sidecar, proxy.controlplane, gatewatch.service\n"
-        "heavy = [m for m in ('pydantic', 'yaml', 'httpx', 'gatewatch.settings', 'prometheus_client.exposition')"
-        " if m in sys.modules]\nprint(heavy)\n"
+        "heavy = [m for m in ('pydantic', 'yaml', 'httpx', 'gatewatch.settings', 'prometheus_client.exposition',"
+        " 'http.client', 'email') if m in sys.modules]\nprint(heavy)\n"
     ) == "[]"
+
+
+def test_scraping_the_sidecar_admin_imports_no_http_server_or_email() -> None:
+    assert _output_after_promlite(
+        "import asyncio\nfrom prometheus_client import CollectorRegistry\n"
+        "from proxy.admin import admin_handler\nfrom proxy.policy import Exchange, Headers, Request\n"
+        "from proxy.sidecar_metrics import SidecarMetrics\n"
+        "metrics = SidecarMetrics(CollectorRegistry()); metrics.count(metrics.requests, 'in', '', '200')\n"
+        "handle = admin_handler(metrics.registry, dict, openmetrics=True)\n"
+        "response = asyncio.run(handle(Exchange(Request('GET', '/metrics', '', Headers([])), '127.0.0.1')))\n"
+        "assert b'gatewatch_sidecar_requests_total{' in response.body and response.body.endswith(b'# EOF\\n')\n"
+        "print([m for m in ('http.server', 'wsgiref', 'urllib.request', 'email', 'prometheus_client.exposition')"
+        " if m in sys.modules])\n"
+    ) == "[]"
+
+
+@pytest.mark.parametrize("seconds", [0, 784111777, 951782400, 1798761599, 4102444800])
+def test_date_header_is_what_email_utils_writes(seconds: int) -> None:
+    from email.utils import formatdate
+
+    from proxy.server import http_date
+
+    assert http_date(seconds) == formatdate(seconds, usegmt=True)
 
 
 def test_promlite_names_load_lazily_and_anything_else_runs_the_real_package() -> None:

@@ -123,3 +123,34 @@ def test_a_collector_closing_each_connection_gets_every_batch() -> None:
         results = [exporter.export([_span(str(n))]) for n in range(3)]
         exporter.shutdown()
     assert results == [SpanExportResult.SUCCESS] * 3 and len(sink.requests) == 3
+
+
+def test_headers_http_cannot_carry_are_dropped_and_the_rest_sent() -> None:
+    with running_sink() as (sink, url):
+        exporter = WireOTLPSpanExporter(url, timeout=5, headers={"x-ok": "1", "x-bad": "a\r\ninjected: yes"})
+        assert exporter.export([_span()]) is SpanExportResult.SUCCESS
+        exporter.shutdown()
+    _, headers, _ = sink.requests[0]
+    assert headers["x-ok"] == "1" and "x-bad" not in headers and "injected" not in headers
+
+
+def test_a_response_delimited_by_the_end_of_the_connection_is_a_success() -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def answer_once() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\n\r\n")
+    thread = threading.Thread(target=answer_once, daemon=True)
+    thread.start()
+    exporter = WireOTLPSpanExporter(f"http://127.0.0.1:{port}/v1/traces", timeout=5)
+    try:
+        assert exporter.export([_span()]) is SpanExportResult.SUCCESS
+    finally:
+        exporter.shutdown()
+        listener.close()
+    thread.join(5)
