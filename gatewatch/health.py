@@ -41,7 +41,7 @@ def span_log_health(settings: Settings) -> Check:
 
     try:
         admin = KafkaAdminClient(
-            bootstrap_servers=settings.kafka, request_timeout_ms=5000, bootstrap_timeout_ms=5000
+            bootstrap_servers=settings.kafka, request_timeout_ms=5000, api_version_auto_timeout_ms=5000
         )
         topics = admin.list_topics()
         admin.close()

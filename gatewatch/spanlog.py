@@ -222,6 +222,9 @@ class _KafkaProducer(LogProducer):
         self._config: dict[str, Any] = {
             "bootstrap_servers": bootstrap,
             "acks": "all",
+            # A retry after a lost acknowledgement must not write the records twice (the default
+            # since Kafka 3.0's Java clients; kafka-python 2.x still defaults to False).
+            "enable_idempotence": True,
             "linger_ms": 5,
             "batch_size": 1 << 20,
             "max_request_size": 1 << 20,
@@ -273,8 +276,9 @@ class _KafkaProducer(LogProducer):
     def _replace_stalled(self, stalled: Any) -> None:
         """Swap in a new client when one gave no verdict past its own delivery timeout.
 
-        A client that breaks that promise has stopped sending (seen with kafka-python 3.0 after a
-        broker restart); records it still holds were never acknowledged, so callers retry them.
+        A client that breaks that promise has stopped sending (kafka-python 3.0 did after a broker
+        restart). Its records were never acknowledged, so callers retry them; one that had reached
+        the broker is then stored twice: liveness over a duplicate, as a last resort only.
         """
         with self._lock:
             if self._producer is not stalled:

@@ -206,11 +206,11 @@ def topic_lag(bootstrap: str, topic: str) -> int | None:
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = consumer.end_offsets(parts)
-        groups = [group["group_id"] for group in admin.list_groups()]
-        offsets = admin.list_group_offsets({group: parts for group in groups}) if groups else {}
+        groups = [group_id for group_id, _protocol in admin.list_consumer_groups()]
+        offsets = [admin.list_consumer_group_offsets(group, partitions=parts) for group in groups]
         lags = [
             sum(ends[tp] - max(committed[tp].offset, 0) if tp in committed else ends[tp] for tp in parts)
-            for committed in offsets.values()
+            for committed in offsets
             if any(meta.offset >= 0 for meta in committed.values())
         ]
         return max(lags) if lags else None
