@@ -21,7 +21,7 @@ from gatewatch.decisionwire import (
     parse_wire_snapshot,
 )
 from proxy.decisionstore import DecisionStore
-from proxy.policy import Exchange, Headers, ProxyError, Request
+from proxy.policy import BodyTooLarge, Exchange, Headers, ProxyError, Request, limit_body
 from proxy.upstream import Cluster, Endpoint, UpstreamCaller
 
 if TYPE_CHECKING:
@@ -111,15 +111,11 @@ class ControlPlaneClient:
 async def _read(body: bytes | AsyncIterable[bytes]) -> bytes:
     """A whole response body, refused beyond MAX_SNAPSHOT_BYTES."""
     if isinstance(body, bytes):
-        chunks = [body]
-    else:
-        chunks, size = [], 0
-        async for chunk in body:
-            size += len(chunk)
-            if size > MAX_SNAPSHOT_BYTES:
-                raise ValueError(f"control plane answer over {MAX_SNAPSHOT_BYTES} bytes")
-            chunks.append(chunk)
-    return b"".join(chunks)
+        return body
+    try:
+        return b"".join([chunk async for chunk in limit_body(body, MAX_SNAPSHOT_BYTES)])
+    except BodyTooLarge:
+        raise ValueError(f"control plane answer over {MAX_SNAPSHOT_BYTES} bytes") from None
 
 
 def parse_decisions_file(data: bytes) -> tuple[list[WireDecision], int | None]:

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from proxy.headers import encode_fields
+
 CONNECTION_ERRORS = (OSError, httptools.HttpParserError)  # refused, reset, timed out, bad response
 _READ_SIZE = 16384
 
@@ -41,12 +43,11 @@ class _Response:
 
 def encode_head(path: str, host: str, headers: Mapping[str, str], length: int) -> bytes:
     """The request line and headers of a POST of `length` bytes; ValueError on CR/LF/NUL in a header."""
-    lines = [f"POST {path} HTTP/1.1", f"host: {host}", f"content-length: {length}"]
     for name, value in headers.items():
         if any(char in name + value for char in "\r\n\0") or not name or ":" in name:
             raise ValueError(f"invalid HTTP header {name!r}")
-        lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    fields = [("host", host), ("content-length", str(length)), *headers.items()]
+    return f"POST {path} HTTP/1.1\r\n".encode("latin-1") + encode_fields(fields) + b"\r\n"
 
 
 class HttpPoster:

@@ -160,14 +160,7 @@ class Request:
     async def buffer_body(self, limit: int) -> bytes:
         """Read the whole body (at most `limit` bytes, else BodyTooLarge) and make it replayable."""
         if self._buffered is None:
-            chunks: list[bytes] = []
-            size = 0
-            async for chunk in self.body:
-                size += len(chunk)
-                if size > limit:
-                    raise BodyTooLarge(f"request body over {limit} bytes")
-                chunks.append(chunk)
-            self._buffered = chunks
+            self._buffered = [chunk async for chunk in limit_body(self.body, limit)]
         self.body = _replay(self._buffered)
         return b"".join(self._buffered)
 
