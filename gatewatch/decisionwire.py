@@ -6,7 +6,6 @@ pydantic (the sidecar's). `gatewatch.decisions` (the pydantic models) re-exports
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -83,7 +82,7 @@ def parse_wire_decision(raw: object) -> WireDecision:
     if expires <= created:
         raise ValueError("expires_at must be after created_at")
     return WireDecision(
-        id=_typed(data.get("id", str(uuid.uuid4())), str, "id"),
+        id=_typed(data["id"], str, "id") if "id" in data else _new_id(),
         kind=_enum(DecisionKind, data["kind"], "kind"),
         target=WireTarget(_enum(Scope, target["scope"], "target.scope"), key),
         params=_typed(data.get("params", {}), dict, "params"),
@@ -144,3 +143,10 @@ def _timestamp(value: Any, name: str) -> datetime:
     if parsed.tzinfo is None:
         raise ValueError(f"{name}: needs a timezone (RFC 3339)")
     return parsed
+
+
+def _new_id() -> str:
+    """A random decision id (uuid4), for a decision that came without one."""
+    import uuid  # here, not at the top: ~0.1 MB of a sidecar's RSS for a field the control plane sets
+
+    return str(uuid.uuid4())

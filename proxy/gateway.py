@@ -7,7 +7,6 @@ import asyncio
 import logging
 from pathlib import Path
 
-from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from gatewatch.errors import ConfigError
@@ -26,7 +25,8 @@ from proxy.policy import Policy, build_chain
 from proxy.ratelimit import Gcra
 from proxy.routing import Route, Router, RoutingPolicy, make_route
 from proxy.server import HttpServer, ServerLimits
-from proxy.tracing import TracingPolicy, make_tracer_provider
+from proxy.spans import Tracer
+from proxy.tracing import TracingPolicy, make_tracer
 from proxy.upstream import Cluster, Endpoint, UpstreamCaller
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class GatewayService:
         self._server: HttpServer | None = None
         self._admin: HttpServer | None = None
         self._caller = UpstreamCaller()
-        self._provider: TracerProvider | None = None
+        self._tracer: Tracer | None = None
         self._config_mtime = self._mtime()
 
     # Service protocol
@@ -152,11 +152,10 @@ class GatewayService:
         self._routing = RoutingPolicy(compiled.router)
         policies: list[Policy] = [MetricsPolicy(self.metrics)]
         if config.tracing.enabled:
-            provider = make_tracer_provider(
-                config.tracing.service_name, self.settings.collector_endpoint, config.tracing.sample_ratio,
+            tracer = self._tracer = make_tracer(
+                config.tracing.service_name, self.settings.collector_endpoint, "gatewatch.proxy",
+                config.tracing.sample_ratio,
             )
-            self._provider = provider
-            tracer = provider.get_tracer("gatewatch.proxy")
             policies.append(TracingPolicy(tracer, lambda exchange: exchange.route and exchange.route.http_route))
         policies += [
             self._routing, AuthPolicy(config.subject_header, self.metrics), AccessPolicy(self.decisions, self.metrics),
@@ -197,9 +196,8 @@ class GatewayService:
         self._caller.close()
         if self._compiled is not None:
             await self._compiled.close()
-        if self._provider is not None:
-            provider = self._provider
-            await asyncio.get_running_loop().run_in_executor(None, provider.shutdown)
+        if self._tracer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._tracer.shutdown)
 
     # hot reload
     def _mtime(self) -> float:

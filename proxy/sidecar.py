@@ -15,9 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from gatewatch.loopthread import LoopThread
@@ -35,7 +34,8 @@ from proxy.sidecar_plan import SidecarPlan
 from proxy.sidecar_registry import Upstream, apply_decisions, build_registry
 from proxy.sidecar_routing import LocalRoute, OutboundRoute
 from proxy.sidecar_tracing import INSTRUMENTATION, ClientSpan
-from proxy.tracing import TracingPolicy, make_tracer_provider
+from proxy.spans import Tracer
+from proxy.tracing import TracingPolicy, make_tracer
 from proxy.upstream import Cluster, ConnectionPool, UpstreamCaller
 
 if TYPE_CHECKING:  # validated configs come from pydantic; the data plane only sees SidecarPlan
@@ -56,7 +56,7 @@ class SidecarService:
 
     def __init__(
         self, config: SidecarConfig | SidecarPlan, settings: Settings | None = None,
-        decisions: DecisionStore | None = None, tracer_provider: trace.TracerProvider | None = None,
+        decisions: DecisionStore | None = None, tracer: Tracer | None = None,
         decisions_file: Path | None = None,
     ) -> None:
         if not isinstance(config, SidecarPlan):
@@ -66,8 +66,8 @@ class SidecarService:
         plan = self.plan = config
         self.name = f"sidecar[{plan.service}]"
         self.decisions = decisions if decisions is not None else DecisionStore()  # an empty store is falsy
-        self._tracer_provider = tracer_provider
-        self._own_provider: Any = None  # the provider this sidecar created (and shuts down)
+        self._given_tracer = tracer
+        self._own_tracer: Tracer | None = None  # the tracer this sidecar created (and shuts down)
         self._decisions_file = decisions_file or plan.decisions_file
         client_tls = mtls.client_context(plan.tls) if plan.tls else None
         self._server_tls = mtls.server_context(plan.tls) if plan.tls else None
@@ -110,16 +110,17 @@ class SidecarService:
         local_caller = UpstreamCaller(ConnectionPool(MAX_IDLE_PER_ENDPOINT))
         remote_caller = UpstreamCaller(ConnectionPool(MAX_IDLE_PER_ENDPOINT), add_forwarded=False)
         self._callers = [local_caller, remote_caller]
+        # Without tracing the span policies are left out: `traceparent` passes through unchanged.
         inbound: list[Policy] = [
             SidecarMetricsPolicy(self.metrics, "in", peer_label=plan.tls is not None),
-            TracingPolicy(tracer, lambda exchange: None),
+            *([TracingPolicy(tracer, lambda exchange: None)] if tracer else []),
             InboundIdentity(mtls.AllowList(plan.allow), plan.tls is not None, plan.trust_domain),
             LocalRoute(Cluster(plan.service, [endpoint_of(plan.forward_to)])),
         ]
         outbound: list[Policy] = [
             SidecarMetricsPolicy(self.metrics, "out"),
             OutboundRoute(plan.service, self.registry),
-            ClientSpan(tracer),
+            *([ClientSpan(tracer)] if tracer else []),
             BreakerPolicy(),
             RetryPolicy(plan.max_body_bytes),
         ]
@@ -143,14 +144,15 @@ class SidecarService:
             "breakers": {upstream.edge: upstream.breaker.state.value for upstream in self.registry.values()},
         }
 
-    def _tracer(self) -> trace.Tracer:
-        """Spans go to the given provider, else to one of our own (service.name = this service)."""
-        provider = self._tracer_provider
-        if provider is None and self.plan.tracing:
-            provider = self._own_provider = make_tracer_provider(
-                self.plan.service, self.plan.collector_endpoint, self.plan.sample_ratio,
-            )
-        return (provider or trace.get_tracer_provider()).get_tracer(INSTRUMENTATION)
+    def _tracer(self) -> Tracer | None:
+        """Spans go to the given tracer, else to one of our own (service.name = this service); None
+        when tracing is off."""
+        if self._given_tracer is not None or not self.plan.tracing:
+            return self._given_tracer
+        self._own_tracer = make_tracer(
+            self.plan.service, self.plan.collector_endpoint, INSTRUMENTATION, self.plan.sample_ratio,
+        )
+        return self._own_tracer
 
     def _follow_decisions(self) -> None:
         # The store may be updated from another thread (embedded mode, tests): apply on our loop.
@@ -169,6 +171,6 @@ class SidecarService:
         await asyncio.gather(*(server.stop(timeout_s) for server in self._servers), return_exceptions=True)
         for caller in self._callers:
             caller.close()
-        if self._own_provider is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self._own_provider.shutdown)
+        if self._own_tracer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._own_tracer.shutdown)
 

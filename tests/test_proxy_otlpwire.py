@@ -5,62 +5,68 @@ from __future__ import annotations
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from proxy.otlpwire import encode_request
+from proxy.otlpwire import encode_request, encode_resource, encode_scope
+from proxy.policy import AttributeValue
+from proxy.spans import CLIENT, SERVER, FinishedSpan, Parent
+
+RESOURCE: dict[str, AttributeValue] = {"service.name": "gw", "telemetry.sdk.language": "python", "n": 3}
+SCOPE = "gatewatch.proxy"
+ATTRIBUTES: dict[str, AttributeValue] = {
+    "http.request.method": "GET", "http.response.status_code": 200, "ok": True, "ratio": 0.25, "neg": -7,
+    "unicode": "héllo ✓",
+}
 
 
-def _span(**overrides: object) -> ReadableSpan:
+def _ours(**overrides: object) -> FinishedSpan:
     fields: dict[str, object] = {
-        "name": "GET /api/*",
-        "context": SpanContext(0x1234 << 64 | 0xABCD, 0x42, False, TraceFlags(1)),
-        "parent": None,
-        "resource": Resource.create({"service.name": "gw"}),
-        "attributes": {"http.request.method": "GET", "http.response.status_code": 200, "ok": True,
-                       "ratio": 0.25, "neg": -7, "unicode": "héllo ✓"},
-        "kind": SpanKind.SERVER,
-        "start_time": 1_700_000_000_000_000_000,
-        "end_time": 1_700_000_000_001_000_000,
-        "instrumentation_scope": InstrumentationScope("gatewatch.proxy"),
+        "name": "GET /api/*", "kind": SERVER, "trace_id": 0x1234 << 64 | 0xABCD, "span_id": 0x42, "parent": None,
+        "start_ns": 1_700_000_000_000_000_000, "end_ns": 1_700_000_000_001_000_000, "attributes": ATTRIBUTES,
+        "error": False,
     }
     fields.update(overrides)
-    return ReadableSpan(**fields)  # type: ignore[arg-type]
+    return FinishedSpan(**fields)  # type: ignore[arg-type]
 
 
-def _same(spans: list[ReadableSpan]) -> None:
-    ours = ExportTraceServiceRequest.FromString(encode_request(spans))
-    assert ours == encode_spans(spans)
+def _sdk(span: FinishedSpan) -> ReadableSpan:
+    """The SDK span a proxy's span stands for: remote parent, tracestate inherited from it."""
+    parent = span.parent
+    state = TraceState.from_header([parent.trace_state]) if parent is not None and parent.trace_state else None
+    return ReadableSpan(
+        name=span.name, kind=SpanKind(span.kind - 1), attributes=dict(span.attributes),
+        context=SpanContext(span.trace_id, span.span_id, False, TraceFlags(1), state),
+        parent=SpanContext(span.trace_id, parent.span_id, True, TraceFlags(parent.flags)) if parent else None,
+        resource=Resource(RESOURCE), instrumentation_scope=InstrumentationScope(SCOPE),
+        status=Status(StatusCode.ERROR if span.error else StatusCode.UNSET),
+        start_time=span.start_ns, end_time=span.end_ns,
+    )
 
 
-def test_server_span_root_and_remote_parent_encode_like_the_sdk() -> None:
-    remote = SpanContext(0x1234 << 64 | 0xABCD, 0x99, True, TraceFlags(1))
-    _same([_span()])
-    _same([_span(parent=remote, context=SpanContext(remote.trace_id, 7, False, TraceFlags(1),
-                                                    TraceState([("vendor", "v1")])))])
-    _same([_span(status=Status(StatusCode.ERROR)), _span(status=Status(StatusCode.ERROR, "boom"))])
-    _same([_span(kind=SpanKind.CLIENT, attributes={}), _span(kind=SpanKind.INTERNAL, attributes=None)])
+def _same(spans: list[FinishedSpan]) -> None:
+    ours = ExportTraceServiceRequest.FromString(encode_request(spans, encode_resource(RESOURCE), encode_scope(SCOPE)))
+    assert ours == encode_spans([_sdk(span) for span in spans])
 
 
-def test_mixed_resources_scopes_and_fallback_fields_encode_like_the_sdk() -> None:
-    other = Resource.create({"service.name": "sidecar-a"})
-    spans = [
-        _span(), _span(resource=other), _span(instrumentation_scope=InstrumentationScope("x", "1.0", "https://s")),
-        _span(attributes={"list": ["a", "b"], "n": 1}),  # sequence value: the SDK encoder's path
-        _span(events=[Event("retry", {"n": 1}, 5)]),
-        _span(links=[Link(SpanContext(1, 2, False))]),
-        _span(resource=Resource({"service.name": "s"}, "https://schema")),
-    ]
-    _same(spans)
+def test_root_and_remote_parent_spans_encode_like_the_sdk() -> None:
+    _same([_ours()])
+    _same([_ours(parent=Parent(0x1234 << 64 | 0xABCD, 0x99, 1, "vendor=v1,other=x"))])
+    _same([_ours(parent=Parent(0x1234 << 64 | 0xABCD, 0x99, 1, ""))])
 
 
-def test_scopes_resources_and_long_values_encode_like_the_sdk() -> None:
-    scope = InstrumentationScope("gatewatch.sidecar", "2.1", attributes={"tier": "mesh", "n": 3})
-    spans = [
-        _span(instrumentation_scope=scope),
-        _span(instrumentation_scope=InstrumentationScope("bare")),
-        _span(resource=Resource({"service.name": "s", "ports": [1, 2]})),  # non-scalar: SDK resource encoder
-        _span(attributes={"url.path": "/" + "x" * 70_000, "big": 1 << 62, "neg": -(1 << 40)}),  # multi-byte varints
-    ]
-    _same(spans)
+def test_errors_kinds_and_empty_attributes_encode_like_the_sdk() -> None:
+    _same([_ours(error=True), _ours(kind=CLIENT, attributes={}), _ours(kind=CLIENT, error=True)])
+
+
+def test_batches_and_long_values_encode_like_the_sdk() -> None:
+    _same([_ours(span_id=n + 1, name=f"GET /{n}") for n in range(40)])
+    _same([_ours(attributes={"url.path": "/" + "x" * 70_000, "big": 1 << 62, "neg": -(1 << 40)})])  # long varints
+
+
+def test_a_value_that_is_not_a_scalar_is_sent_as_text() -> None:
+    request = ExportTraceServiceRequest.FromString(encode_request(
+        [_ours(attributes={"odd": ("a", 1)})], encode_resource(RESOURCE), encode_scope(SCOPE)))  # type: ignore[dict-item]
+    value = request.resource_spans[0].scope_spans[0].spans[0].attributes[0].value
+    assert value.string_value == "('a', 1)"

@@ -75,11 +75,11 @@ def _output_after_promlite(code: str) -> str:
     return result.stdout.strip()
 
 
-def test_data_plane_imports_neither_pydantic_nor_yaml_nor_http_clients_nor_email() -> None:
+def test_data_plane_imports_neither_pydantic_nor_yaml_nor_http_clients_nor_email_nor_otel() -> None:
     assert _output_after_promlite(
         "import proxy.sidecar_main, proxy.sidecar, proxy.controlplane, gatewatch.service\n"
         "heavy = [m for m in ('pydantic', 'yaml', 'httpx', 'gatewatch.settings', 'prometheus_client.exposition',"
-        " 'http.client', 'email') if m in sys.modules]\nprint(heavy)\n"
+        " 'http.client', 'email', 'opentelemetry', 'uuid', 'gzip') if m in sys.modules]\nprint(heavy)\n"
     ) == "[]"
 
 

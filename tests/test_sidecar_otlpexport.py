@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExportResult
-from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from proxy.otlpexport import WireOTLPSpanExporter
+from proxy.spans import SERVER, FinishedSpan
+
+RESOURCE = {"service.name": "svc"}
+SCOPE = "gatewatch.test"
 
 
 class Sink:
@@ -58,18 +58,16 @@ def running_sink() -> Iterator[tuple[Sink, str]]:
         server.server_close()
 
 
-def _span(name: str = "GET") -> ReadableSpan:
-    return ReadableSpan(name=name, context=SpanContext(7, 9, False, TraceFlags(1)), kind=SpanKind.SERVER,
-                        resource=Resource.create({"service.name": "svc"}), attributes={"url.path": "/x"},
-                        start_time=1, end_time=2)
+def _span(name: str = "GET") -> FinishedSpan:
+    return FinishedSpan(name, SERVER, 7, 9, None, 1, 2, {"url.path": "/x"}, False)
 
 
 def test_export_posts_the_otlp_request_with_env_headers_on_one_connection(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=blue")
     with running_sink() as (sink, url):
-        exporter = WireOTLPSpanExporter(url, timeout=5)
-        assert exporter.export([_span("a")]) is SpanExportResult.SUCCESS
-        assert exporter.export([_span("b"), _span("c")]) is SpanExportResult.SUCCESS
+        exporter = WireOTLPSpanExporter(url, RESOURCE, SCOPE, timeout=5)
+        assert exporter.export([_span("a")]) is True
+        assert exporter.export([_span("b"), _span("c")]) is True
         exporter.shutdown()
     assert [path for path, _, _ in sink.requests] == ["/v1/traces", "/v1/traces"]
     _, headers, body = sink.requests[1]
@@ -81,8 +79,8 @@ def test_export_posts_the_otlp_request_with_env_headers_on_one_connection(monkey
 def test_retryable_status_is_retried_after_retry_after_and_gzip_is_applied() -> None:
     with running_sink() as (sink, url):
         sink.answers = [(503, {"retry-after": "0"}), (200, {})]
-        exporter = WireOTLPSpanExporter(url, timeout=5, compression="gzip")
-        assert exporter.export([_span()]) is SpanExportResult.SUCCESS
+        exporter = WireOTLPSpanExporter(url, RESOURCE, SCOPE, timeout=5, compression="gzip")
+        assert exporter.export([_span()]) is True
         exporter.shutdown()
     assert len(sink.requests) == 2
     _, headers, body = sink.requests[1]
@@ -93,19 +91,20 @@ def test_retryable_status_is_retried_after_retry_after_and_gzip_is_applied() -> 
 def test_client_errors_fail_at_once_and_a_dead_collector_fails_within_the_deadline() -> None:
     with running_sink() as (sink, url):
         sink.answers = [(400, {})]
-        exporter = WireOTLPSpanExporter(url, timeout=5)
-        assert exporter.export([_span()]) is SpanExportResult.FAILURE
+        exporter = WireOTLPSpanExporter(url, RESOURCE, SCOPE, timeout=5)
+        assert exporter.export([_span()]) is False
         exporter.shutdown()
         assert len(sink.requests) == 1
-    dead = WireOTLPSpanExporter(url, timeout=0.5)  # the sink is gone: connection refused, backoff > deadline
-    assert dead.export([_span()]) is SpanExportResult.FAILURE
+    # the sink is gone: connection refused, backoff > deadline
+    dead = WireOTLPSpanExporter(url, RESOURCE, SCOPE, timeout=0.5)
+    assert dead.export([_span()]) is False
     dead.shutdown()
-    assert dead.export([_span()]) is SpanExportResult.FAILURE  # after shutdown
+    assert dead.export([_span()]) is False  # after shutdown
 
 
 def test_bad_endpoint_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="http"):
-        WireOTLPSpanExporter("collector:4318/v1/traces")
+        WireOTLPSpanExporter("collector:4318/v1/traces", RESOURCE, SCOPE)
 
 
 def test_sidecar_process_imports_neither_requests_nor_protobuf() -> None:
@@ -119,16 +118,17 @@ def test_sidecar_process_imports_neither_requests_nor_protobuf() -> None:
 def test_a_collector_closing_each_connection_gets_every_batch() -> None:
     with running_sink() as (sink, url):
         sink.answers = [(200, {"connection": "close"})] * 3
-        exporter = WireOTLPSpanExporter(url, timeout=5)
+        exporter = WireOTLPSpanExporter(url, RESOURCE, SCOPE, timeout=5)
         results = [exporter.export([_span(str(n))]) for n in range(3)]
         exporter.shutdown()
-    assert results == [SpanExportResult.SUCCESS] * 3 and len(sink.requests) == 3
+    assert results == [True] * 3 and len(sink.requests) == 3
 
 
 def test_headers_http_cannot_carry_are_dropped_and_the_rest_sent() -> None:
     with running_sink() as (sink, url):
-        exporter = WireOTLPSpanExporter(url, timeout=5, headers={"x-ok": "1", "x-bad": "a\r\ninjected: yes"})
-        assert exporter.export([_span()]) is SpanExportResult.SUCCESS
+        exporter = WireOTLPSpanExporter(url, RESOURCE, SCOPE, timeout=5,
+                                        headers={"x-ok": "1", "x-bad": "a\r\ninjected: yes"})
+        assert exporter.export([_span()]) is True
         exporter.shutdown()
     _, headers, _ = sink.requests[0]
     assert headers["x-ok"] == "1" and "x-bad" not in headers and "injected" not in headers
@@ -147,9 +147,9 @@ def test_a_response_delimited_by_the_end_of_the_connection_is_a_success() -> Non
             connection.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\n\r\n")
     thread = threading.Thread(target=answer_once, daemon=True)
     thread.start()
-    exporter = WireOTLPSpanExporter(f"http://127.0.0.1:{port}/v1/traces", timeout=5)
+    exporter = WireOTLPSpanExporter(f"http://127.0.0.1:{port}/v1/traces", RESOURCE, SCOPE, timeout=5)
     try:
-        assert exporter.export([_span()]) is SpanExportResult.SUCCESS
+        assert exporter.export([_span()]) is True
     finally:
         exporter.shutdown()
         listener.close()
