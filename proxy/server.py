@@ -25,6 +25,7 @@ import httptools
 from proxy.flow import WriteFlow
 from proxy.headers import encode_fields
 from proxy.policy import (
+    Body,
     BodyTooLarge,
     CallNext,
     ClientTimeout,
@@ -183,6 +184,7 @@ class HttpServerProtocol(WriteFlow):
         self.head_bytes = 0
         self.url = b""
         self.raw_headers: list[tuple[str, str]] = []
+        self.head_size = 0  # the parsed head's size (URL + fields), checked against max_header_bytes
         self.body: RequestBody | None = None
         self.head_started = 0.0
         # handling state
@@ -270,18 +272,20 @@ class HttpServerProtocol(WriteFlow):
         self.in_head = True
         self.url = b""
         self.raw_headers = []
+        self.head_size = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        self.head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         self.head_bytes = 0
-        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.raw_headers)
-        if size > self.limits.max_header_bytes:
+        if self.head_size > self.limits.max_header_bytes:
             self._reject(431, "header_too_large", "request headers too large")
             return
         request = self._build_request()
@@ -379,7 +383,10 @@ class HttpServerProtocol(WriteFlow):
         keep_alive = keep_alive and not close_after and not self.server.draining and not ends_here
         status = response.status
         try:
-            keep_alive = await self._send(request, response, keep_alive)
+            if isinstance(response.body, bytes):  # the usual case: one write, no coroutine for it
+                keep_alive = self._send_whole(request, response, keep_alive)
+            else:
+                keep_alive = await self._send(request, response, keep_alive)
         except Exception:
             log.exception("writing the response failed")
             keep_alive = False
@@ -402,11 +409,11 @@ class HttpServerProtocol(WriteFlow):
         else:
             self.idle_since = self.loop.time()
 
-    async def _send(self, request: Request, response: Response, keep_alive: bool) -> bool:
-        """Write the response; returns whether the connection can carry another request."""
+    def _head(self, request: Request, response: Response, keep_alive: bool) -> tuple[bytearray, bool, bool]:
+        """The response head, whether the body goes chunked, and whether the connection stays open."""
         body = response.body
-        head_only = request.method == "HEAD"
         status = response.status
+        head_only = request.method == "HEAD"
         reason = response.reason or _REASONS.get(status, "Unknown")
         head = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("latin-1")))
         head += encode_fields(response.headers.items())
@@ -425,15 +432,23 @@ class HttpServerProtocol(WriteFlow):
         if not keep_alive:
             head += b"connection: close\r\n"
         head += b"\r\n"
-        if isinstance(body, bytes):
-            if not head_only:
-                head += body
-            self._write(head)
-            return keep_alive
+        return head, chunked, keep_alive
+
+    def _send_whole(self, request: Request, response: Response, keep_alive: bool) -> bool:
+        """Write a response whose body is bytes in one write; returns whether the connection stays open."""
+        head, _, keep_alive = self._head(request, response, keep_alive)
+        if request.method != "HEAD":
+            head += cast(bytes, response.body)
         self._write(head)
-        iterator = body.__aiter__()
+        return keep_alive
+
+    async def _send(self, request: Request, response: Response, keep_alive: bool) -> bool:
+        """Write a response with a streamed body; returns whether the connection can carry another request."""
+        head, chunked, keep_alive = self._head(request, response, keep_alive)
+        self._write(head)
+        iterator = cast(Body, response.body).__aiter__()
         try:
-            if head_only:
+            if request.method == "HEAD":
                 return keep_alive
             async for chunk in iterator:
                 if self.closing:

@@ -11,8 +11,9 @@ import asyncio
 import ssl as ssl_module
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import cast
 
 import httptools
@@ -24,6 +25,7 @@ from proxy.policy import (
     Exchange,
     Headers,
     NoRoute,
+    Request,
     Response,
     UpstreamConnectError,
     UpstreamTimeout,
@@ -230,16 +232,28 @@ class _UpstreamProtocol(WriteFlow):
                 self.waiter = None
 
 
+_TIMEOUT_ERRORS: dict[float, Callable[[], BaseException]] = {}
+
+
 def _timeout_error(timeout_s: float) -> Callable[[], BaseException]:
-    return lambda: UpstreamTimeout(f"upstream did not answer within {timeout_s:g}s")
+    """The error factory for one timeout value, made once per value (routes share a few)."""
+    factory = _TIMEOUT_ERRORS.get(timeout_s)
+    if factory is None:
+        if len(_TIMEOUT_ERRORS) > 1000:  # deadlines make arbitrary values: keep this bounded
+            _TIMEOUT_ERRORS.clear()
+        message = f"upstream did not answer within {timeout_s:g}s"
+        factory = _TIMEOUT_ERRORS[timeout_s] = partial(UpstreamTimeout, message)
+    return factory
 
 
-async def _with_timeout(deadlines: Deadlines, future: asyncio.Future[None], timeout_s: float | None) -> None:
-    """Await a future, failing with UpstreamTimeout after `timeout_s` (None: no limit)."""
+def _with_timeout(deadlines: Deadlines, future: asyncio.Future[None], timeout_s: float | None) -> Awaitable[None]:
+    """Await a future, failing with UpstreamTimeout after `timeout_s` (None: no limit).
+
+    A plain function returning the awaitable: no coroutine frame of its own per wait.
+    """
     if timeout_s is None:
-        await future
-        return
-    await deadlines.wait(future, timeout_s, _timeout_error(timeout_s))
+        return future
+    return deadlines.wait(future, timeout_s, _timeout_error(timeout_s))
 
 
 class ConnectionPool:
@@ -251,13 +265,24 @@ class ConnectionPool:
         self._idle: dict[Endpoint, list[_UpstreamProtocol]] = {}
         self._all: set[_UpstreamProtocol] = set()
 
-    async def acquire(self, endpoint: Endpoint, connect_timeout_s: float) -> tuple[_UpstreamProtocol, bool]:
-        """An open connection to `endpoint` and whether it was reused from the pool."""
+    def idle_connection(self, endpoint: Endpoint) -> _UpstreamProtocol | None:
+        """A pooled open connection to `endpoint`, if there is one (no await: the usual case)."""
         idle = self._idle.get(endpoint)
         while idle:
             conn = idle.pop()
             if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
-                return conn, True
+                return conn
+        return None
+
+    async def acquire(self, endpoint: Endpoint, connect_timeout_s: float) -> tuple[_UpstreamProtocol, bool]:
+        """An open connection to `endpoint` and whether it was reused from the pool."""
+        conn = self.idle_connection(endpoint)
+        if conn is not None:
+            return conn, True
+        return await self.connect(endpoint, connect_timeout_s), False
+
+    async def connect(self, endpoint: Endpoint, connect_timeout_s: float) -> _UpstreamProtocol:
+        """A new connection to `endpoint` (UpstreamTimeout / UpstreamConnectError on failure)."""
         loop = asyncio.get_running_loop()
         try:
             _, protocol = await asyncio.wait_for(
@@ -272,7 +297,7 @@ class ConnectionPool:
         except (OSError, ssl_module.SSLError) as exc:
             raise UpstreamConnectError(f"cannot connect to {endpoint.address}: {exc.strerror or exc}") from None
         self._all.add(protocol)
-        return protocol, False
+        return protocol
 
     def release(self, conn: _UpstreamProtocol) -> None:
         """Return a connection after a complete response; close it if it cannot be reused."""
@@ -310,8 +335,13 @@ class ConnectionPool:
         return len(self._all)
 
 
-def _encode_head(method: str, target: str, headers: Headers) -> bytearray:
-    return bytearray(f"{method} {target} HTTP/1.1\r\n".encode("latin-1") + encode_fields(headers.items()) + b"\r\n")
+def _request_head(request: Request, headers: Headers) -> tuple[bytes, bool]:
+    """The request's head, encoded, and whether a body follows it (Content-Length or chunked)."""
+    chunked = request.content_length is None and "transfer-encoding" in request.headers
+    if chunked:
+        headers.set("transfer-encoding", "chunked")
+    head = f"{request.method} {request.target} HTTP/1.1\r\n".encode("latin-1") + encode_fields(headers.items())
+    return head + b"\r\n", chunked or request.content_length is not None
 
 
 class UpstreamCaller:
@@ -328,27 +358,27 @@ class UpstreamCaller:
         endpoint = exchange.endpoint or cluster.pick()
         exchange.endpoint = endpoint
         wait_s = _remaining(exchange)
-        try:
-            return await self._send(exchange, cluster, endpoint, wait_s)
-        except (UpstreamConnectError, UpstreamTimeout):
-            cluster.report(endpoint, ok=False)
-            raise
-
-    async def _send(self, exchange: Exchange, cluster: Cluster, endpoint: Endpoint, wait_s: float | None) -> Response:
         request = exchange.request
         head = request.method == "HEAD"
         headers = upstream_request_headers(exchange, self.add_forwarded)
-        conn, reused = await self.pool.acquire(endpoint, cluster.connect_timeout_s)
-        # A pooled connection the upstream closed while idle fails before any byte of the answer;
-        # that is safe to retry once on a fresh connection when the body can be replayed.
         try:
+            conn = self.pool.idle_connection(endpoint)
+            reused = conn is not None
+            if conn is None:
+                conn = await self.pool.connect(endpoint, cluster.connect_timeout_s)
+            # A pooled connection the upstream closed while idle fails before any byte of the answer;
+            # that is safe to retry once on a fresh connection when the body can be replayed.
+            try:
+                return await self._exchange_on(conn, exchange, headers, head, wait_s, cluster, endpoint)
+            except UpstreamConnectError:
+                if not (reused and request.replayable):
+                    raise
+            request.fresh_body()
+            conn, _ = await self.pool.acquire(endpoint, cluster.connect_timeout_s)
             return await self._exchange_on(conn, exchange, headers, head, wait_s, cluster, endpoint)
-        except UpstreamConnectError:
-            if not (reused and request.replayable):
-                raise
-        request.fresh_body()
-        conn, _ = await self.pool.acquire(endpoint, cluster.connect_timeout_s)
-        return await self._exchange_on(conn, exchange, headers, head, wait_s, cluster, endpoint)
+        except (UpstreamConnectError, UpstreamTimeout):
+            cluster.report(endpoint, ok=False)
+            raise
 
     async def _exchange_on(
         self, conn: _UpstreamProtocol, exchange: Exchange, headers: Headers, head: bool,
@@ -356,7 +386,12 @@ class UpstreamCaller:
     ) -> Response:
         conn.reset(head)
         try:
-            await self._write_request(conn, exchange, headers)
+            head_bytes, with_body = _request_head(exchange.request, headers)
+            if with_body:
+                await self._write_body(conn, exchange.request, bytearray(head_bytes))
+            else:  # the usual case: the whole request in one write, no coroutine for it
+                assert conn.transport is not None
+                conn.transport.write(head_bytes)
             assert conn.headers_future is not None
             await _with_timeout(self.pool.deadlines, conn.headers_future, wait_s)
         except BaseException:
@@ -378,17 +413,11 @@ class UpstreamCaller:
             conn.status, response_headers, self._stream(conn, wait_s), content_length=content_length,
         )
 
-    async def _write_request(self, conn: _UpstreamProtocol, exchange: Exchange, headers: Headers) -> None:
-        request = exchange.request
+    async def _write_body(self, conn: _UpstreamProtocol, request: Request, buffer: bytearray) -> None:
+        """Send the head in `buffer` with the body's first chunk, then the rest (chunked unless sized)."""
         transport = conn.transport
         assert transport is not None
-        chunked = request.content_length is None and "transfer-encoding" in request.headers
-        if chunked:
-            headers.set("transfer-encoding", "chunked")
-        buffer = _encode_head(request.method, request.target, headers)
-        if request.content_length is None and not chunked:
-            transport.write(buffer)
-            return
+        chunked = request.content_length is None
         async for chunk in request.body:
             if conn.error is not None or transport.is_closing():
                 break  # the upstream answered early or failed: writing would raise on a closed transport
