@@ -27,7 +27,7 @@ class Deadlines:
 
     async def wait(self, future: asyncio.Future[None], timeout_s: float, error: ErrorFactory) -> None:
         """Await `future`; it fails with `error()` if not done within `timeout_s` (+ up to one tick)."""
-        loop = asyncio.get_running_loop()
+        loop = future.get_loop()  # not asyncio.get_running_loop(): that costs a getpid() system call
         if timeout_s < self.precise_below_s:
             await _wait_precise(loop, future, timeout_s, error)
             return

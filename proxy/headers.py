@@ -18,25 +18,37 @@ _LENGTH = frozenset({"content-length"})
 _FORWARDING_AND_LENGTH = _FORWARDING | _LENGTH
 
 
-def _connection_tokens(value: str) -> set[str]:
-    return {token.strip().lower() for token in value.split(",") if token.strip()}
+# The usual `Connection` values name only fields that are hop-by-hop anyway: nothing more to drop.
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
 
 
-def _end_to_end(headers: list[tuple[str, str]], skip: frozenset[str]) -> tuple[list[tuple[str, str]], set[str]]:
-    """The fields that are neither hop-by-hop, nor named by `Connection`, nor in `skip`; and the names
-    `Connection` listed (usually none, so one pass)."""
+def _connection_tokens(value: str) -> frozenset[str]:
+    """The field names `Connection` lists beyond the hop-by-hop ones (dropped in any case)."""
+    if value in _PLAIN_CONNECTION:
+        return _NOTHING
+    return frozenset({token.strip().lower() for token in value.split(",") if token.strip()}) - HOP_BY_HOP
+
+
+def _end_to_end(
+    headers: list[tuple[str, str]], skip: frozenset[str],
+) -> tuple[list[tuple[str, str]], frozenset[str], str | None]:
+    """The fields that are neither hop-by-hop, nor named by `Connection`, nor in `skip`; the names
+    `Connection` listed (usually none, so one pass); and the last skipped Content-Length value."""
     kept: list[tuple[str, str]] = []
-    listed: set[str] = set()
+    listed = _NOTHING
+    length: str | None = None
     for item in headers:
         name = item[0]
         if name in HOP_BY_HOP:
             if name == "connection":
-                listed |= _connection_tokens(item[1])
+                listed = listed | _connection_tokens(item[1])
         elif name not in skip:
             kept.append(item)
+        elif name == "content-length":
+            length = item[1]
     if listed:
         kept = [item for item in kept if item[0] not in listed]
-    return kept, listed
+    return kept, listed, length
 
 
 def strip_hop_by_hop(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -52,7 +64,7 @@ def upstream_request_headers(exchange: Exchange, add_forwarded: bool = True) -> 
     # servers reject that); the X-Forwarded-* fields are rebuilt below.
     skip = (_FORWARDING_AND_LENGTH if with_length else _FORWARDING) if add_forwarded else (
         _LENGTH if with_length else _NOTHING)
-    items, listed = _end_to_end(request.headers.items(), skip)
+    items, listed, _ = _end_to_end(request.headers.items(), skip)
     if add_forwarded:
         client = exchange.client_address
         prior = [] if "x-forwarded-for" in listed else request.headers.get_all("x-forwarded-for")
@@ -67,12 +79,8 @@ def upstream_request_headers(exchange: Exchange, add_forwarded: bool = True) -> 
 
 def response_headers_from_upstream(raw: list[tuple[str, str]]) -> tuple[Headers, int | None]:
     """End-to-end response fields and the upstream's Content-Length (None when absent/chunked)."""
-    kept, listed = _end_to_end(raw, _LENGTH)
-    length: int | None = None
-    if "content-length" not in listed:
-        for name, value in raw:
-            if name == "content-length":
-                length = int(value) if value.isdigit() else None
+    kept, listed, value = _end_to_end(raw, _LENGTH)
+    length = int(value) if value is not None and value.isdigit() and "content-length" not in listed else None
     return Headers.trusted(kept), length
 
 

@@ -61,17 +61,17 @@ class GatewayMetrics(CounterCache):
         self.reloads = Counter(
             "gatewatch_gateway_config_reloads", "Config reload attempts", ["result"], registry=registry,
         )
-        self._children: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, exchange: Exchange, status: int, seconds: float) -> None:
         """Count one finished request."""
         route = exchange.route.name if exchange.route is not None else ""
-        key = (route, exchange.request.method, str(status))
+        key = (route, exchange.request.method, status)
         children = self._children.get(key)
         if children is None:
             if len(self._children) > 10_000:  # unknown methods could grow this without bound
                 self._children.clear()
-            children = (self.requests.labels(*key), self.duration.labels(route))
+            children = (self.requests.labels(route, key[1], str(status)), self.duration.labels(route))
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)

@@ -148,7 +148,7 @@ class RequestBody:
                 raise self.error
             if self.done:
                 raise StopAsyncIteration
-            loop = asyncio.get_running_loop()
+            loop = self.conn.loop
             self.waiter = loop.create_future()
             timer = loop.call_later(self.conn.limits.body_timeout_s, self._expire)
             try:

@@ -107,6 +107,8 @@ class _UpstreamProtocol(WriteFlow):
     def __init__(self, pool: ConnectionPool, endpoint: Endpoint) -> None:
         self.pool = pool
         self.endpoint = endpoint
+        # Kept: asyncio.get_running_loop() makes a getpid() system call each time (CPython 3.11).
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.parser = httptools.HttpResponseParser(self)
@@ -203,7 +205,7 @@ class _UpstreamProtocol(WriteFlow):
         self.complete = False
         self.error = None
         self.head = head
-        self.headers_future = asyncio.get_running_loop().create_future()
+        self.headers_future = self.loop.create_future()
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
@@ -225,7 +227,7 @@ class _UpstreamProtocol(WriteFlow):
                 return None
             if self.error is not None:
                 raise self.error
-            self.waiter = asyncio.get_running_loop().create_future()
+            self.waiter = self.loop.create_future()
             try:
                 await _with_timeout(self.pool.deadlines, self.waiter, timeout_s)
             finally:
