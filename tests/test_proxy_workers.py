@@ -1,0 +1,100 @@
+"""Forked worker processes: the shared rate-limit table holds one limit across processes, and the
+worker pool forwards signals, restarts a worker that dies and gives up when they keep dying."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from proxy.sharedlimits import PROBE, SharedTatTable
+
+
+def test_one_key_is_limited_across_processes() -> None:
+    table = SharedTatTable(slots=64)
+    interval, tolerance = 1.0, 5.0  # 1 per second, burst 5: a key gets 5 at once
+    readers, writers = [], []
+    for _ in range(4):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            allowed = sum(table.take(hash("client"), 1000.0, interval, tolerance)[0] for _ in range(5))
+            os.write(write, bytes([allowed]))
+            os._exit(0)
+        os.close(write)
+        readers.append(read)
+        writers.append(pid)
+    for pid in writers:
+        os.waitpid(pid, 0)
+    allowed = sum(os.read(read, 1)[0] for read in readers)
+    assert allowed == 5  # 20 tries from 4 processes at one instant: exactly the burst
+    assert table.take(hash("other"), 1000.0, interval, tolerance)[0]  # another key is not affected
+    assert table.take(hash("client"), 1001.0, interval, tolerance)[0]  # one more a second later
+    table.close()
+
+
+def test_expired_slots_are_reused_and_a_full_window_never_wrongly_denies() -> None:
+    table = SharedTatTable(slots=1)  # every key shares one probe window
+    for key in range(PROBE + 3):  # more live keys than slots: the nearest to expiry is reused
+        allowed, tat = table.take(key + 1, 10.0, 1.0, 1.0)
+        assert allowed and tat == 10.0
+    assert table.take(1, 20.0, 1.0, 1.0) == (True, 20.0)  # after expiry, a key starts fresh
+    table.close()
+
+
+WORKER_SCRIPT = textwrap.dedent("""
+    import os, signal, sys, time
+    from pathlib import Path
+    from proxy.workers import WorkerPool
+    out = Path(sys.argv[1])
+
+    def work(index: int) -> int:
+        (out / f"{index}-{os.getpid()}").write_text("up")
+        signal.signal(signal.SIGHUP, lambda *_: (out / f"hup-{os.getpid()}").write_text("1"))
+        stop = []
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+        deadline = time.monotonic() + 30
+        while not stop and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return 0
+
+    sys.exit(WorkerPool(2, work).run())
+""")
+
+
+def _wait(condition: object, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition() and time.monotonic() < deadline:  # type: ignore[operator]
+        time.sleep(0.05)
+    assert condition(), "timed out"  # type: ignore[operator]
+
+
+def test_pool_forwards_signals_restarts_a_dead_worker_and_stops(tmp_path: Path) -> None:
+    master = subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(tmp_path)])
+    try:
+        def started() -> list[Path]:
+            return sorted(p for p in tmp_path.iterdir() if not p.name.startswith("hup"))
+
+        _wait(lambda: len(started()) == 2)
+        pids = [int(p.name.split("-")[1]) for p in started()]
+        master.send_signal(signal.SIGHUP)
+        _wait(lambda: all((tmp_path / f"hup-{pid}").exists() for pid in pids))
+        os.kill(pids[0], signal.SIGKILL)  # dies on its own: the master starts another with its index
+        _wait(lambda: len(started()) == 3)
+        master.send_signal(signal.SIGTERM)
+        assert master.wait(15) == 0
+    finally:
+        if master.poll() is None:
+            master.kill()
+            master.wait()
+
+
+def test_workers_that_keep_dying_make_the_master_fail(tmp_path: Path) -> None:
+    script = ("import sys\nimport proxy.workers as w\nw.RESTART_PAUSE_S = 0.01\nw.MAX_RESTARTS = 2\n"
+              "sys.exit(w.WorkerPool(1, lambda index: 3).run())")
+    assert subprocess.run([sys.executable, "-c", script], timeout=30).returncode == 1
