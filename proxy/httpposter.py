@@ -27,6 +27,8 @@ class _Response:
         self.retry_after: str | None = None
         self.headers_done = False
         self.complete = False
+        self.keep_alive = False
+        self.parser: httptools.HttpResponseParser | None = None
         self._header = b""
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -36,6 +38,9 @@ class _Response:
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
+        # Asked now: once the message is complete llhttp has reset its flags, and a response sized by
+        # Content-Length would read as "delimited by the close": a new connection for every POST.
+        self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -86,7 +91,7 @@ class HttpPoster:
             sock.settimeout(timeout_s)
             sock.sendall(request)
             response = _Response()
-            parser = httptools.HttpResponseParser(response)
+            parser = response.parser = httptools.HttpResponseParser(response)
             while not response.complete:
                 data = sock.recv(_READ_SIZE)
                 if not data:
@@ -97,7 +102,7 @@ class HttpPoster:
         except BaseException:
             self.close_connection()
             raise
-        if not response.complete or not parser.should_keep_alive():
+        if not response.complete or not response.keep_alive:
             self.close_connection()
         return parser.get_status_code(), response.retry_after
 

@@ -27,6 +27,7 @@ class Sink:
     def __init__(self) -> None:
         self.requests: list[tuple[str, dict[str, str], bytes]] = []
         self.answers: list[tuple[int, dict[str, str]]] = []
+        self.peers: list[tuple[str, int]] = []  # the client address of each POST
 
 
 @contextmanager
@@ -39,6 +40,7 @@ def running_sink() -> Iterator[tuple[Sink, str]]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
             sink.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            sink.peers.append(self.client_address)
             status, headers = sink.answers.pop(0) if sink.answers else (200, {})
             self.send_response(status)
             for key, value in {**headers, "content-length": "0"}.items():
@@ -70,6 +72,7 @@ def test_export_posts_the_otlp_request_with_env_headers_on_one_connection(monkey
         assert exporter.export([_span("b"), _span("c")]) is True
         exporter.shutdown()
     assert [path for path, _, _ in sink.requests] == ["/v1/traces", "/v1/traces"]
+    assert sink.peers[0] == sink.peers[1]  # the connection was kept alive
     _, headers, body = sink.requests[1]
     assert headers["content-type"] == "application/x-protobuf" and headers["x-tenant"] == "blue"
     request = ExportTraceServiceRequest.FromString(body)
