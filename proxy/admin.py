@@ -4,11 +4,14 @@ The gateway and the sidecar each serve one on their own port, from their own met
 a health body of their own (config version, decisions, ...). `/metrics` is the classic Prometheus
 text, or OpenMetrics (which Prometheus scrapes natively) when `openmetrics` is set: the sidecar's,
 since that writer needs none of the modules the classic one imports (~3 MB, `proxy.promlite`).
+A gateway run as several worker processes keeps its metrics in prometheus_client's multiprocess
+mode (`PROMETHEUS_MULTIPROC_DIR`), and whichever worker a scrape reaches answers for all of them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +31,7 @@ def admin_handler(registry: CollectorRegistry, health: Health, openmetrics: bool
     async def handle(exchange: Exchange) -> Response:
         path = exchange.request.path
         if path == "/metrics":
-            text, content_type = _exposition(registry, openmetrics)
+            text, content_type = _exposition(_scraped(registry), openmetrics)
             return Response(200, Headers([("content-type", content_type)]), text)
         if path in ("/healthz", "/readyz"):
             body = {"status": "ok", **health()}
@@ -36,6 +39,19 @@ def admin_handler(registry: CollectorRegistry, health: Health, openmetrics: bool
         return Response.json(404, {"error": "not_found"})
 
     return handle
+
+
+def _scraped(registry: CollectorRegistry) -> CollectorRegistry:
+    """`registry`, or with worker processes a registry that merges every worker's metrics."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return registry
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged, directory)
+    return merged
 
 
 def _exposition(registry: CollectorRegistry, openmetrics: bool) -> tuple[bytes, str]:
@@ -52,9 +68,9 @@ def _exposition(registry: CollectorRegistry, openmetrics: bool) -> tuple[bytes, 
 
 
 async def start_admin(registry: CollectorRegistry, health: Health, host: str, port: int, what: str,
-                      openmetrics: bool = False) -> HttpServer:
+                      openmetrics: bool = False, reuse_port: bool = False) -> HttpServer:
     """Bind the admin listener (port 0 = any free one); ConfigError naming `what` if it cannot listen."""
-    server = HttpServer(admin_handler(registry, health, openmetrics), host, port)
+    server = HttpServer(admin_handler(registry, health, openmetrics), host, port, reuse_port=reuse_port)
     try:
         await server.start()
     except OSError as exc:

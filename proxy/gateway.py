@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -25,6 +26,7 @@ from proxy.policy import Policy, build_chain
 from proxy.ratelimit import Gcra
 from proxy.routing import Route, Router, RoutingPolicy, make_route
 from proxy.server import HttpServer, ServerLimits
+from proxy.sharedlimits import SharedTatTable
 from proxy.spans import Tracer
 from proxy.tracing import TracingPolicy, make_tracer
 from proxy.upstream import Cluster, Endpoint, UpstreamCaller
@@ -45,8 +47,9 @@ def server_limits(config: GatewayConfig) -> ServerLimits:
 class _Compiled:
     """Everything a config turns into: routes (with their policies' settings) and authenticators."""
 
-    def __init__(self, config: GatewayConfig, previous: _Compiled | None) -> None:
+    def __init__(self, config: GatewayConfig, previous: _Compiled | None, shared: SharedTatTable | None) -> None:
         self.config = config
+        self.shared = shared
         self.clusters = {
             name: Cluster(
                 name, _endpoints(name, upstream), upstream.max_failures, upstream.eject_s, upstream.connect_timeout_s,
@@ -83,7 +86,7 @@ class _Compiled:
         """Keep a limiter's state across reloads when its parameters did not change."""
         limiter = old.get(name)
         if limiter is None or not limiter.same_shape(spec.rate_per_s, spec.burst):
-            limiter = Gcra(spec.rate_per_s, spec.burst)
+            limiter = Gcra(spec.rate_per_s, spec.burst, shared=self.shared, name=name)
         self.limiters[name] = limiter
         return limiter
 
@@ -106,12 +109,19 @@ def _endpoints(name: str, upstream: UpstreamConfig) -> list[Endpoint]:
 
 
 class GatewayService:
-    """The gateway as a gatewatch Service: its own event loop thread, listener and admin port."""
+    """The gateway as a gatewatch Service: its own event loop thread, listener and admin port.
+
+    As one of several worker processes (`proxy.workers`), `worker` is its index and `shared` the
+    rate-limit state all of them use; both ports are then bound with SO_REUSEPORT.
+    """
 
     name = "gateway"
 
-    def __init__(self, config: Path | GatewayConfig, settings: Settings) -> None:
+    def __init__(self, config: Path | GatewayConfig, settings: Settings, worker: int | None = None,
+                 shared: SharedTatTable | None = None) -> None:
         self.settings = settings
+        self.worker = worker
+        self.shared = shared
         self.config_path = config if isinstance(config, Path) else None
         self.config = load_gateway_config(config) if isinstance(config, Path) else config
         self.registry = CollectorRegistry()
@@ -146,7 +156,7 @@ class GatewayService:
     # event loop side
     async def _serve(self) -> None:
         config = self.config
-        compiled = _Compiled(config, None)
+        compiled = _Compiled(config, None, self.shared)
         await compiled.start()
         self._compiled = compiled
         self._routing = RoutingPolicy(compiled.router)
@@ -158,7 +168,8 @@ class GatewayService:
             )
             policies.append(TracingPolicy(tracer, lambda exchange: exchange.route and exchange.route.http_route))
         policies += [
-            self._routing, AuthPolicy(config.subject_header, self.metrics), AccessPolicy(self.decisions, self.metrics),
+            self._routing, AuthPolicy(config.subject_header, self.metrics),
+            AccessPolicy(self.decisions, self.metrics, self.shared),
         ]
         chain = build_chain(policies, self._caller)
         host = self.settings.host
@@ -168,12 +179,14 @@ class GatewayService:
             chain, host, port, server_limits(config),
             on_reject=lambda status, code: self.metrics.count(self.metrics.rejected, code),
             on_shed=lambda reason: self.metrics.count(self.metrics.shed, reason),
+            reuse_port=self.worker is not None,
         )
         try:
             await self._server.start()
         except OSError as exc:
             raise ConfigError(f"gateway cannot listen on {host}:{port}: {exc.strerror}") from None
-        self._admin = await start_admin(self.registry, self._health, host, admin_port, "gateway")
+        self._admin = await start_admin(self.registry, self._health, host, admin_port, "gateway",
+                                        reuse_port=self.worker is not None)
         self.port, self.admin_port = self._server.port, self._admin.port
         source = decision_source(self.settings.control_plane_url, self.settings.control_token.get_secret_value(),
                                  self.decisions, config.decisions_file)
@@ -219,7 +232,7 @@ class GatewayService:
         assert self.config_path is not None
         try:
             config = load_gateway_config(self.config_path)
-            compiled = _Compiled(config, self._compiled)
+            compiled = _Compiled(config, self._compiled, self.shared)
             await compiled.start()
         except ConfigError as exc:
             log.error("config reload rejected, keeping the previous config: %s", exc)
@@ -237,7 +250,10 @@ class GatewayService:
 
     # admin port
     def _health(self) -> dict[str, object]:
-        return {
+        health: dict[str, object] = {
             "config_version": self.config_version, "routes": len(self.config.routes),
             "decisions": len(self.decisions), "decisions_version": self.decisions.version,
         }
+        if self.worker is not None:
+            health.update(worker=self.worker, pid=os.getpid())
+        return health

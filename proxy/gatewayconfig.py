@@ -151,6 +151,7 @@ class TracingConfig(_Model):
 class GatewayConfig(_Model):
     listen_port: int | None = Field(None, ge=0, le=65535, description="default: GATEWATCH_GATEWAY_PORT")
     admin_port: int | None = Field(None, ge=0, le=65535, description="default: GATEWATCH_GATEWAY_ADMIN_PORT")
+    workers: int = Field(1, ge=1, le=64, description="processes sharing the ports (SO_REUSEPORT); read at start")
     subject_header: str = "x-gatewatch-subject"
     decisions_file: Path | None = None
     limits: LimitsConfig = Field(default_factory=LimitsConfig)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from proxy.ratelimit import Gcra, Verdict
 
 if TYPE_CHECKING:
     from proxy.decisionstore import Decision  # a model or a parsed wire decision
+    from proxy.sharedlimits import SharedTatTable
 
 OUTCOME = "gatewatch.ratelimit.outcome"
 AUTH_OUTCOME = "gatewatch.auth.outcome"
@@ -65,9 +66,10 @@ class AccessPolicy:
 
     name = "access"
 
-    def __init__(self, store: DecisionStore, metrics: GatewayMetrics) -> None:
+    def __init__(self, store: DecisionStore, metrics: GatewayMetrics, shared: SharedTatTable | None = None) -> None:
         self.store = store
         self.metrics = metrics
+        self.shared = shared  # worker processes' rate-limit state
         self._allowed = metrics.ratelimit.labels("allowed")  # the usual outcome, pre-bound
         self._limiters: dict[str, Gcra] = {}  # decision id -> its bucket
         store.subscribe(self._on_update)
@@ -83,7 +85,7 @@ class AccessPolicy:
         if limiter is None:
             rate = float(decision.params.get("rate_per_s", 1.0))
             burst = int(decision.params.get("burst", max(1, int(rate))))
-            limiter = Gcra(max(rate, 1e-6), max(burst, 1))
+            limiter = Gcra(max(rate, 1e-6), max(burst, 1), shared=self.shared, name=f"decision:{decision.id}")
             self._limiters[decision.id] = limiter
         return limiter
 

@@ -47,8 +47,9 @@ class GatewayMetrics(CounterCache):
             "gatewatch_gateway_decision_effects", "Requests a control-plane decision acted on",
             ["kind", "effect"], registry=registry,
         )
-        self.decisions_active = Gauge(
+        self.decisions_active = Gauge(  # with worker processes: the highest of the live workers'
             "gatewatch_gateway_decisions_active", "Decisions currently in force", registry=registry,
+            multiprocess_mode="livemax",
         )
         self.rejected = Counter(
             "gatewatch_proxy_rejected_requests", "Requests refused before routing (malformed, too large, slow)",

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from proxy.sharedlimits import SharedTatTable
 
 
 class Verdict:
@@ -31,9 +35,14 @@ class Verdict:
 
 
 class Gcra:
-    """Generic cell rate algorithm: `rate_per_s` sustained, `burst` at once, per key."""
+    """Generic cell rate algorithm: `rate_per_s` sustained, `burst` at once, per key.
 
-    def __init__(self, rate_per_s: float, burst: int, max_keys: int = 100_000) -> None:
+    State is this process's, or with `shared` the table the gateway's worker processes share;
+    `name` then tells this limiter's keys from other limiters' (same name in every worker).
+    """
+
+    def __init__(self, rate_per_s: float, burst: int, max_keys: int = 100_000,
+                 shared: SharedTatTable | None = None, name: str = "") -> None:
         if rate_per_s <= 0 or burst < 1:
             raise ValueError("rate_per_s must be > 0 and burst >= 1")
         self.rate_per_s = rate_per_s
@@ -42,21 +51,26 @@ class Gcra:
         self.tolerance = self.interval * burst
         self.max_keys = max_keys
         self._tat: dict[str, float] = {}  # theoretical arrival time per key
+        self._shared = shared
+        # A new shape starts fresh, as a new local limiter does (forked workers share hash()).
+        self._namespace = (name, rate_per_s, burst)
 
     def check(self, key: str, now: float | None = None) -> Verdict:
         """Take one unit for `key` if allowed; never blocks."""
         now = time.monotonic() if now is None else now
-        tat = self._tat.get(key, now)
-        if tat < now:
-            tat = now
+        if self._shared is not None:
+            allowed, tat = self._shared.take(hash((self._namespace, key)), now, self.interval, self.tolerance)
+        else:
+            tat = max(self._tat.get(key, now), now)
+            allowed = now >= tat + self.interval - self.tolerance
+            if allowed:
+                if len(self._tat) >= self.max_keys and key not in self._tat:
+                    self._evict(now)
+                self._tat[key] = tat + self.interval
         new_tat = tat + self.interval
         allow_at = new_tat - self.tolerance
-        if now < allow_at:
-            remaining = 0
-            return Verdict(False, self.burst, remaining, tat - now, allow_at - now)
-        if len(self._tat) >= self.max_keys and key not in self._tat:
-            self._evict(now)
-        self._tat[key] = new_tat
+        if not allowed:
+            return Verdict(False, self.burst, 0, tat - now, allow_at - now)
         remaining = int((now - allow_at) / self.interval + 1e-9)
         return Verdict(True, self.burst, min(remaining, self.burst), new_tat - now, 0.0)
 

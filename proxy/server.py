@@ -552,7 +552,7 @@ class HttpServer:
     def __init__(
         self, handler: CallNext, host: str = "127.0.0.1", port: int = 0, limits: ServerLimits | None = None,
         ssl: ssl_module.SSLContext | None = None, on_reject: RejectHook | None = None, backlog: int = 1024,
-        on_shed: ShedHook | None = None,
+        on_shed: ShedHook | None = None, reuse_port: bool = False,
     ) -> None:
         self.handler = handler
         self.host = host
@@ -563,6 +563,7 @@ class HttpServer:
         self.on_shed = on_shed
         self.inflight = 0  # admitted requests being handled (admission control)
         self.backlog = backlog
+        self.reuse_port = reuse_port  # several worker processes listen on one port; the kernel spreads connections
         self.connections: set[HttpServerProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.draining = False
@@ -578,7 +579,7 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: HttpServerProtocol(self), self.host, self.port, ssl=self.ssl, backlog=self.backlog,
-            reuse_address=True,
+            reuse_address=True, reuse_port=self.reuse_port or None,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         settle_heap()

@@ -43,7 +43,7 @@ class SharedTatTable:
         try:
             slot, tat = self._find(key_hash, offset, now)
             new_tat = max(tat, now) + interval
-            allowed = now >= new_tat - tolerance
+            allowed = now >= new_tat - tolerance  # as `proxy.ratelimit.Gcra.check`
             if allowed:
                 _SLOT.pack_into(self._map, slot, key_hash, new_tat)
             return allowed, max(tat, now)

@@ -21,6 +21,7 @@ from types import FrameType
 
 log = logging.getLogger(__name__)
 
+FATAL_EXIT = 2  # a worker that cannot start (config, port in use): restarting would not help
 RESTART_PAUSE_S = 1.0
 MAX_RESTARTS = 5  # within RESTART_WINDOW_S: then the master stops everything and fails
 RESTART_WINDOW_S = 60.0
@@ -56,11 +57,12 @@ class WorkerPool:
 
     def _spawn(self, index: int) -> None:
         pid = os.fork()
-        if pid == 0:  # the worker: default signal handling until its own server installs handlers
+        if pid == 0:  # the worker: stop on SIGTERM/SIGINT, no reload, until its server installs handlers
             code = 1
             try:
-                for signum in _FORWARDED:
-                    signal.signal(signum, signal.SIG_DFL)
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
                 code = self.work(index)
             except BaseException:
                 log.exception("worker %d failed", index)
@@ -71,6 +73,7 @@ class WorkerPool:
         log.info("worker %d started (pid %d)", index, pid)
 
     def _supervise(self) -> int:
+        failed = 0  # the exit code that ended the pool, when workers failed
         worst = 0
         while self.pids:
             pid, status = os.wait()  # signals interrupt it; their handler runs, then wait resumes
@@ -81,18 +84,21 @@ class WorkerPool:
                 self.on_exit(pid)
             code = os.waitstatus_to_exitcode(status)
             if self._stopping:
-                worst = max(worst, abs(code))
+                # stopped by our SIGTERM before its server installed handlers: a clean stop too
+                worst = max(worst, 0 if code in (-signal.SIGTERM, -signal.SIGINT) else abs(code))
                 continue
             log.error("worker %d (pid %d) exited unexpectedly with %d", index, pid, code)
-            if not self._may_restart():
-                log.error("workers keep exiting (%d restarts in %.0f s): stopping", MAX_RESTARTS, RESTART_WINDOW_S)
+            if code == FATAL_EXIT or not self._may_restart():
+                if code != FATAL_EXIT:
+                    log.error("workers keep exiting (%d restarts in %.0f s): stopping", MAX_RESTARTS,
+                              RESTART_WINDOW_S)
+                failed = FATAL_EXIT if code == FATAL_EXIT else 1
                 self._forward(signal.SIGTERM, None)
-                worst = 1
                 continue
             time.sleep(RESTART_PAUSE_S)
             if not self._stopping:
                 self._spawn(index)
-        return worst
+        return failed or worst
 
     def _may_restart(self) -> bool:
         now = time.monotonic()
