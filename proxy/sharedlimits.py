@@ -54,8 +54,8 @@ class SharedTatTable:
         """The key's slot and TAT in the window at `offset`; for a new key the slot nearest to
         expiry (a free one if any) and a fresh TAT."""
         reuse, reuse_tat = offset, float("inf")
-        for index, (stored, tat) in enumerate(_SLOT.iter_unpack(self._map[offset:offset + PROBE * _SLOT.size])):
-            slot = offset + index * _SLOT.size
+        for slot in range(offset, offset + PROBE * _SLOT.size, _SLOT.size):
+            stored, tat = _SLOT.unpack_from(self._map, slot)  # most keys sit in their first slot
             if stored == key_hash:
                 return slot, tat
             if tat < reuse_tat:

@@ -158,7 +158,7 @@ class SpanProcessor(Protocol):
         """Take one finished span."""
         ...
 
-    def shutdown(self, timeout_s: float = 30.0) -> None:
+    def shutdown(self, timeout_s: float = 5.0) -> None:
         """Deliver what is queued (within `timeout_s`) and stop."""
         ...
 
@@ -191,8 +191,8 @@ class Tracer:
             attributes, error,
         ))
 
-    def shutdown(self, timeout_s: float = 30.0) -> None:
-        """Deliver the queued spans and stop exporting."""
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Deliver the queued spans (within `timeout_s`) and stop exporting."""
         self.processor.shutdown(timeout_s)
 
 
@@ -232,12 +232,14 @@ class BatchSpanProcessor:
         if len(queue) >= self.max_batch and not self._wake.is_set():
             self._wake.set()
 
-    def shutdown(self, timeout_s: float = 30.0) -> None:
-        """Export what is queued (the thread drains before it exits), then shut the exporter down."""
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Export what is queued within `timeout_s` (the thread drains before it exits); past it, the
+        exporter is shut down first so that retries against an unreachable collector end at once."""
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout_s)
         self.exporter.shutdown()
+        self._thread.join(1.0)
 
     def _run(self) -> None:
         while not self._stopping:

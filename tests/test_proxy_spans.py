@@ -165,3 +165,30 @@ def test_an_exporter_error_loses_its_batch_but_does_not_stop_export() -> None:
     assert exporter.exported.wait(5)
     processor.shutdown(5)
     assert exporter.batches == [[_span(1)]]
+
+
+class Unreachable:
+    """An exporter stuck retrying (an unreachable collector) until it is shut down."""
+
+    def __init__(self) -> None:
+        self.stopped = threading.Event()
+
+    def export(self, spans: Sequence[FinishedSpan]) -> bool:
+        self.stopped.wait(30)
+        return False
+
+    def shutdown(self) -> None:
+        self.stopped.set()
+
+
+def test_shutdown_is_bounded_when_the_collector_is_unreachable() -> None:
+    exporter = Unreachable()
+    processor = BatchSpanProcessor(exporter, max_batch=1, schedule_delay_s=60)
+    for n in range(5):
+        processor.on_end(_span(n))
+    started = threading.Event()
+    thread = threading.Thread(target=lambda: (started.set(), processor.shutdown(0.2)))
+    thread.start()
+    thread.join(10)
+    assert started.is_set() and not thread.is_alive() and exporter.stopped.is_set()
+    assert not processor._thread.is_alive()  # the queued batches failed fast once the exporter stopped

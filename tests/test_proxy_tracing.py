@@ -22,7 +22,7 @@ class Recorded:
     def on_end(self, span: FinishedSpan) -> None:
         self.spans.append(span)
 
-    def shutdown(self, timeout_s: float = 30.0) -> None:
+    def shutdown(self, timeout_s: float = 5.0) -> None:
         pass
 
 
