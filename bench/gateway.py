@@ -1,6 +1,7 @@
 """Gateway benchmark with wrk, in one run: (a) the upstream direct, (b) Debian nginx (one worker) as
 reverse proxy, (c) the gatewatch gateway with JWT auth, rate limiting and 100% tracing exported to
-the collector. Max throughput (closed loop), then latency at half of the gateway's max rate: requests
+the collector, as one process and (d) as `workers: 2` processes (GATEWAY_BENCH_WORKERS; 1 skips it).
+Max throughput (closed loop), then latency at half of each gateway's max rate: requests
 sent on one fixed-rate schedule shared by all connections (wrk's Lua `delay`, as wrk2 paces), and for
 comparison with earlier reports, 8 connections each waiting a fixed delay, which keeps them in phase
 so requests arrive in bursts of 8. Prints a table and writes bench/results/gateway.json."""
@@ -22,11 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.lib import nginx  # noqa: E402
 from bench.lib import wrk as wrk_run  # noqa: E402
-from bench.lib.procs import cpu_s, free_port, missing_tools, rss_mb, stop, wait_port  # noqa: E402
+from bench.lib.procs import child_pids, cpu_s, free_port, missing_tools, rss_mb, stop, wait_port  # noqa: E402
 from bench.lib.wrk import paced_script, scheduled_connections, scheduled_script  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 DURATION_S = int(os.environ.get("GATEWAY_BENCH_SECONDS", "6"))
+WORKERS = int(os.environ.get("GATEWAY_BENCH_WORKERS", "2"))
 CONNECTIONS = 32
 PACED_CONNECTIONS = 8
 SECRET = b"bench-secret-of-thirty-two-bytes"
@@ -44,14 +46,15 @@ def nginx_conf(prefix: Path, upstream_port: int, proxy_port: int) -> Path:
   }}""")
 
 
-def gateway_conf(prefix: Path, upstream_port: int, port: int, admin_port: int) -> Path:
+def gateway_conf(prefix: Path, upstream_port: int, port: int, admin_port: int, workers: int = 1) -> Path:
     jwks = prefix / "jwks.json"
     key = jwt.utils.base64url_encode(SECRET).decode()
     jwks.write_text(json.dumps({"keys": [{"kty": "oct", "kid": "bench", "alg": "HS256", "k": key}]}))
-    conf = prefix / "gateway.yaml"
+    conf = prefix / f"gateway-{workers}.yaml"
     conf.write_text(f"""
 listen_port: {port}
 admin_port: {admin_port}
+workers: {workers}
 tracing: {{enabled: true, sample_ratio: 1.0, service_name: bench-gateway}}
 upstreams:
   app: {{endpoints: ["127.0.0.1:{upstream_port}"]}}
@@ -88,7 +91,7 @@ def main() -> int:
         print(hint, file=sys.stderr)
         return 1
     prefix = Path(tempfile.mkdtemp(prefix="gatewatch-bench-gw-"))
-    upstream_port, nginx_port, gw_port, admin_port, otlp_port = (free_port() for _ in range(5))
+    upstream_port, nginx_port, gw_port, admin_port, otlp_port, gw2_port, admin2_port = (free_port() for _ in range(7))
     env = {**os.environ, "GATEWATCH_DATA_DIR": str(prefix / "data"), "GATEWATCH_OTLP_ENDPOINT":
            f"http://127.0.0.1:{otlp_port}"}
     processes: list[subprocess.Popen[bytes]] = []
@@ -106,7 +109,15 @@ def main() -> int:
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         processes.append(gateway)
-        for port in (otlp_port, gw_port):
+        multi = None
+        if WORKERS > 1:
+            multi = subprocess.Popen(
+                [str(ROOT / ".venv/bin/gatewatch"), "gateway", "--config",
+                 str(gateway_conf(prefix, upstream_port, gw2_port, admin2_port, WORKERS))],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )
+            processes.append(multi)
+        for port in (otlp_port, gw_port, *([gw2_port] if multi else [])):
             wait_port(port)
         token = jwt.encode({"sub": "bench-user", "iss": "bench", "aud": "gatewatch", "scope": "read",
                             "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256", headers={"kid": "bench"})
@@ -116,20 +127,35 @@ def main() -> int:
             "nginx": (f"http://127.0.0.1:{nginx_port}/", []),
             "gatewatch": (f"http://127.0.0.1:{gw_port}/", auth),
         }
+        multi_name = f"gatewatch-{WORKERS}w"
+        if multi is not None:
+            targets[multi_name] = (f"http://127.0.0.1:{gw2_port}/", auth)
         load_before = os.getloadavg()
         wrk(targets["gatewatch"][0], 4, auth)  # warm-up: connections, JIT-free but caches filled
+        if multi is not None:
+            wrk(targets[multi_name][0], 8, auth)
         workers = nginx.worker_pids(nginx_process)
         # CPU per request: nginx's worker serves the upstream too, so its proxy share is nginx - direct;
         # the gateway's is its own process (event loop + span export thread).
         serving = {"direct": workers, "nginx": workers, "gatewatch": [gateway.pid]}
+        if multi is not None:  # the master only supervises: its workers are its children
+            serving[multi_name] = child_pids(multi.pid)
         peak = {name: measured(url, headers, serving[name]) for name, (url, headers) in targets.items()}
         peak["nginx"]["cpu_us_per_request"] -= peak["direct"]["cpu_us_per_request"]
         rate = peak["gatewatch"]["rps"] / 2
         schedule, scheduled_conns = scheduled_script(prefix, rate), scheduled_connections(rate)
-        paced = {name: wrk(url, scheduled_conns, headers, schedule) for name, (url, headers) in targets.items()}
+        single = {name: target for name, target in targets.items() if name != multi_name}
+        paced = {name: wrk(url, scheduled_conns, headers, schedule) for name, (url, headers) in single.items()}
         in_phase = paced_script(prefix, rate, PACED_CONNECTIONS)
-        bursts = {name: wrk(url, PACED_CONNECTIONS, headers, in_phase) for name, (url, headers) in targets.items()}
+        bursts = {name: wrk(url, PACED_CONNECTIONS, headers, in_phase) for name, (url, headers) in single.items()}
+        multi_paced: dict[str, dict[str, float]] = {}
+        if multi is not None:  # the same at half of the multi-worker gateway's own max, against direct
+            multi_rate = peak[multi_name]["rps"] / 2
+            schedule, conns = scheduled_script(prefix, multi_rate), scheduled_connections(multi_rate)
+            multi_paced = {name: wrk(targets[name][0], conns, targets[name][1], schedule)
+                           for name in ("direct", multi_name)}
         gateway_rss = rss_mb(gateway.pid)
+        multi_rss = sum(rss_mb(pid) for pid in serving[multi_name]) if multi is not None else 0.0
         nginx_rss = rss_mb(nginx_process.pid) + sum(rss_mb(pid) for pid in workers)
         load_after = os.getloadavg()
     finally:
@@ -142,11 +168,11 @@ def main() -> int:
     ratio = peak["gatewatch"]["rps"] / peak["nginx"]["rps"]
     print(f"\ngateway benchmark: wrk -t1, {DURATION_S}s per run, {os.cpu_count()} CPUs (shared); load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")
-    print(f"{'target':<11}{'max rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/req':>11}   |"
+    print(f"{'target':<14}{'max rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/req':>11}   |"
           f"{'paced rps':>10}{'p50 ms':>9}{'p99 ms':>9}   |{'burst rps':>10}{'p50 ms':>9}{'p99 ms':>9}")
-    for name in targets:
+    for name in single:
         a, b, c = peak[name], paced[name], bursts[name]
-        print(f"{name:<11}{a['rps']:>10.0f}{a.get('p50_ms', 0):>9.2f}{a.get('p99_ms', 0):>9.2f}"
+        print(f"{name:<14}{a['rps']:>10.0f}{a.get('p50_ms', 0):>9.2f}{a.get('p99_ms', 0):>9.2f}"
               f"{a['cpu_us_per_request']:>11.1f}   |"
               f"{b['rps']:>10.0f}{b.get('p50_ms', 0):>9.2f}{b.get('p99_ms', 0):>9.2f}   |"
               f"{c['rps']:>10.0f}{c.get('p50_ms', 0):>9.2f}{c.get('p99_ms', 0):>9.2f}")
@@ -161,6 +187,7 @@ def main() -> int:
     print(f"RSS: gateway {gateway_rss:.0f} MiB, nginx (master+worker, also serving the upstream) {nginx_rss:.0f} MiB")
     errors = (peak["gatewatch"]["non_2xx"], paced["gatewatch"]["non_2xx"])
     print(f"non-2xx from the gateway: {errors[0]:.0f} peak, {errors[1]:.0f} paced")
+    multi_summary = _multi_summary(multi_name, peak, multi_paced, multi_rss) if multi_paced else None
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "gateway.json").write_text(json.dumps({
         "duration_s": DURATION_S, "connections": CONNECTIONS, "paced_connections": PACED_CONNECTIONS,
@@ -171,9 +198,27 @@ def main() -> int:
         "rss_mb": {"gateway": gateway_rss, "nginx": nginx_rss},
         "load_average": {"before": load_before[0], "after": load_after[0]},
         "cpu_us_per_request": {name: peak[name]["cpu_us_per_request"] for name in targets},
+        "workers": multi_summary,
         "targets": {"throughput_vs_nginx": 0.5, "added_p50_ms": 0.5, "added_p99_ms": 2.0},
     }, indent=2))
     return 0
+
+
+def _multi_summary(name: str, peak: dict[str, dict[str, float]], paced: dict[str, dict[str, float]],
+                   rss: float) -> dict[str, object]:
+    """Print the multi-worker gateway's rows (its max, and latency at half of it); the JSON part."""
+    a, b, direct = peak[name], paced[name], paced["direct"]
+    ratio = a["rps"] / peak["nginx"]["rps"]
+    added = {"p50": b["p50_ms"] - direct["p50_ms"], "p99": b["p99_ms"] - direct["p99_ms"]}
+    print(f"\n{name}: the same gateway config with `workers: {WORKERS}` (SO_REUSEPORT, shared rate limits)")
+    print(f"{name:<14}{a['rps']:>10.0f}{a.get('p50_ms', 0):>9.2f}{a.get('p99_ms', 0):>9.2f}"
+          f"{a['cpu_us_per_request']:>11.1f}   |{b['rps']:>10.0f}{b.get('p50_ms', 0):>9.2f}{b.get('p99_ms', 0):>9.2f}"
+          f"   | direct at that rate: p50 {direct['p50_ms']:.2f}, p99 {direct['p99_ms']:.2f} ms")
+    print(f"{name}/nginx throughput: {ratio:.0%} (target >= 50%); added latency at half its max: "
+          f"p50 {added['p50']:+.2f} ms, p99 {added['p99']:+.2f} ms; RSS of its workers {rss:.0f} MiB; "
+          f"non-2xx {a['non_2xx']:.0f} peak, {b['non_2xx']:.0f} paced")
+    return {"workers": WORKERS, "peak": a, "paced_rate_rps": a["rps"] / 2, "paced": paced,
+            "throughput_vs_nginx": ratio, "added_latency_ms": added, "rss_mb": rss}
 
 
 if __name__ == "__main__":
