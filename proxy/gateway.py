@@ -19,7 +19,7 @@ from proxy.auth import Authenticator, build_authenticator
 from proxy.controlplane import DecisionSource, decision_source
 from proxy.decisionstore import DecisionStore
 from proxy.endpoints import endpoint_of
-from proxy.gatewayconfig import GatewayConfig, RateLimitConfig, UpstreamConfig, load_gateway_config
+from proxy.gatewayconfig import GatewayConfig, RateLimitConfig, UpstreamConfig, listen_ports, load_gateway_config
 from proxy.gatewaypolicies import AccessPolicy, AuthPolicy
 from proxy.metrics import GatewayMetrics, MetricsPolicy
 from proxy.policy import Policy, build_chain
@@ -173,8 +173,7 @@ class GatewayService:
         ]
         chain = build_chain(policies, self._caller)
         host = self.settings.host
-        port = config.listen_port if config.listen_port is not None else self.settings.gateway_port
-        admin_port = config.admin_port if config.admin_port is not None else self.settings.gateway_admin_port
+        port, admin_port = listen_ports(config, self.settings)
         self._server = HttpServer(
             chain, host, port, server_limits(config),
             on_reject=lambda status, code: self.metrics.count(self.metrics.rejected, code),

@@ -79,8 +79,11 @@ def _serve(path: Path, settings: Settings, flags_beat_file: bool, worker: int | 
 def _serve_workers(path: Path, config: GatewayConfig, settings: Settings, flags_beat_file: bool,
                    workers: int) -> int:
     """Fork `workers` gateway processes sharing the ports and the rate limits; supervise them."""
-    ports = (settings.gateway_port if flags_beat_file or config.listen_port is None else config.listen_port,
-             settings.gateway_admin_port if flags_beat_file or config.admin_port is None else config.admin_port)
+    from proxy.gatewayconfig import listen_ports
+
+    if flags_beat_file:
+        config = config.model_copy(update={"listen_port": None, "admin_port": None})
+    ports = listen_ports(config, settings)
     if 0 in ports:
         raise ConfigError("with several workers the listener and admin ports must be fixed (not 0)")
     metrics_dir = tempfile.mkdtemp(prefix="gatewatch-gateway-metrics-")

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gatewatch.semconv import GATEWAY_SERVICE
 from proxy.admission import AdmissionConfig
 from proxy.yamlconfig import Loc, load_yaml_model
+
+if TYPE_CHECKING:
+    from gatewatch.settings import Settings
 
 
 class _Model(BaseModel):
@@ -160,6 +163,13 @@ class GatewayConfig(_Model):
     auth: dict[str, AuthProviderConfig] = Field(default_factory=dict)
     rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(min_length=1)
+
+
+def listen_ports(config: GatewayConfig, settings: Settings) -> tuple[int, int]:
+    """The listener and admin ports: the config's, else the settings' (`GATEWATCH_GATEWAY_*`)."""
+    port = config.listen_port if config.listen_port is not None else settings.gateway_port
+    admin_port = config.admin_port if config.admin_port is not None else settings.gateway_admin_port
+    return port, admin_port
 
 
 def check_references(config: GatewayConfig) -> list[tuple[Loc, str]]:

@@ -34,6 +34,13 @@ class Verdict:
         return fields
 
 
+def gcra_step(stored_tat: float | None, now: float, interval: float, tolerance: float) -> tuple[bool, float]:
+    """One GCRA step: (allowed, the key's TAT before this request, at least `now`); when allowed
+    the caller stores TAT + `interval`."""
+    tat = now if stored_tat is None or stored_tat < now else stored_tat
+    return now >= tat + interval - tolerance, tat
+
+
 class Gcra:
     """Generic cell rate algorithm: `rate_per_s` sustained, `burst` at once, per key.
 
@@ -61,8 +68,7 @@ class Gcra:
         if self._shared is not None:
             allowed, tat = self._shared.take(hash((self._namespace, key)), now, self.interval, self.tolerance)
         else:
-            tat = max(self._tat.get(key, now), now)
-            allowed = now >= tat + self.interval - self.tolerance
+            allowed, tat = gcra_step(self._tat.get(key), now, self.interval, self.tolerance)
             if allowed:
                 if len(self._tat) >= self.max_keys and key not in self._tat:
                     self._evict(now)

@@ -17,6 +17,8 @@ import os
 import struct
 import tempfile
 
+from proxy.ratelimit import gcra_step
+
 _SLOT = struct.Struct("<qd")  # key hash, TAT (monotonic seconds: one clock for all processes)
 PROBE = 8  # slots per probe window
 
@@ -41,12 +43,11 @@ class SharedTatTable:
         window = PROBE * _SLOT.size
         fcntl.lockf(self._fd, fcntl.LOCK_EX, window, offset)
         try:
-            slot, tat = self._find(key_hash, offset, now)
-            new_tat = max(tat, now) + interval
-            allowed = now >= new_tat - tolerance  # as `proxy.ratelimit.Gcra.check`
+            slot, stored = self._find(key_hash, offset, now)
+            allowed, tat = gcra_step(stored, now, interval, tolerance)
             if allowed:
-                _SLOT.pack_into(self._map, slot, key_hash, new_tat)
-            return allowed, max(tat, now)
+                _SLOT.pack_into(self._map, slot, key_hash, tat + interval)
+            return allowed, tat
         finally:
             fcntl.lockf(self._fd, fcntl.LOCK_UN, window, offset)
 
