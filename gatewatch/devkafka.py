@@ -197,8 +197,17 @@ def start(state_dir: Path, port: int = 0, timeout_s: float = 90.0, keep_data: bo
     return broker
 
 
+def new_cluster_id() -> str:
+    """A random Kafka cluster id that the storage tool's argument parser accepts."""
+    # Like Kafka's Uuid.randomUuid: an id starting with '-' would be read as an option.
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(java: str, libs: Path, state_dir: Path, config: Path) -> None:
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cluster_id = new_cluster_id()
     formatted = subprocess.run(
         _java_command(java, libs, state_dir, "kafka.tools.StorageTool", "format",
                       "-t", cluster_id, "-c", str(config)),

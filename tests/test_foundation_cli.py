@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,15 @@ def test_missing_maven_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(GatewatchError, match="mvn is not installed"):
         devkafka.resolve_jars(tmp_path / "k")
+
+
+def test_cluster_ids_never_look_like_an_option(monkeypatch: pytest.MonkeyPatch):
+    # 0xf8 as the first byte encodes to a leading '-' in urlsafe base64; the storage tool
+    # then read the id as a flag and format failed (one CI run in 64).
+    drawn = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=b"\x01" * 16)])
+    monkeypatch.setattr(devkafka.uuid, "uuid4", lambda: next(drawn))
+    cluster_id = devkafka.new_cluster_id()
+    assert not cluster_id.startswith("-") and len(cluster_id) == 22
 
 
 def test_every_subcommand_has_a_handler():
