@@ -164,7 +164,7 @@ class GatewayService:
         if config.tracing.enabled:
             tracer = self._tracer = make_tracer(
                 config.tracing.service_name, self.settings.collector_endpoint, "gatewatch.proxy",
-                config.tracing.sample_ratio,
+                config.tracing.sample_ratio, on_outcome=self.metrics.span_outcome,
             )
             policies.append(TracingPolicy(tracer, lambda exchange: exchange.route and exchange.route.http_route))
         policies += [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -24,6 +25,17 @@ class CounterCache:
                 self._counters.clear()
             child = self._counters[key] = counter.labels(*labels)
         child.inc(amount)
+
+
+def span_outcomes(registry: CollectorRegistry) -> Callable[[str, int], None]:
+    """`gatewatch_proxy_spans{outcome}` on `registry`, and the tracer's hook that counts into it:
+    spans exported, failed (their batch was given up) or dropped (the export queue was full)."""
+    spans = Counter(
+        "gatewatch_proxy_spans", "Finished spans by export outcome: exported, failed, dropped", ["outcome"],
+        registry=registry,
+    )
+    children = {outcome: spans.labels(outcome) for outcome in ("exported", "failed", "dropped")}
+    return lambda outcome, count: children[outcome].inc(count)
 
 
 class GatewayMetrics(CounterCache):
@@ -62,6 +74,7 @@ class GatewayMetrics(CounterCache):
         self.reloads = Counter(
             "gatewatch_gateway_config_reloads", "Config reload attempts", ["result"], registry=registry,
         )
+        self.span_outcome = span_outcomes(registry)
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, exchange: Exchange, status: int, seconds: float) -> None:

@@ -20,7 +20,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 
 from proxy.httpposter import CONNECTION_ERRORS, HttpPoster, encode_head
-from proxy.otlpwire import encode_request, encode_resource, encode_scope
+from proxy.otlpwire import encode_request_of_encoded, encode_resource, encode_scope, encode_span
 from proxy.policy import AttributeValue
 from proxy.spans import FinishedSpan, parse_key_values
 
@@ -91,9 +91,15 @@ class WireOTLPSpanExporter:
 
     def export(self, spans: Sequence[FinishedSpan]) -> bool:
         """Encode and send one batch, retrying transient failures until the deadline."""
+        return self.export_encoded([encode_span(span) for span in spans])
+
+    encode = staticmethod(encode_span)
+
+    def export_encoded(self, spans: Sequence[bytes]) -> bool:
+        """Send one batch of spans encoded by `encode`, retrying transient failures until the deadline."""
         if self._stopping.is_set():
             return False
-        return self._send(self._compress(encode_request(spans, self._resource, self._scope)))
+        return self._send(self._compress(encode_request_of_encoded(spans, self._resource, self._scope)))
 
     def _compress(self, data: bytes) -> bytes:
         if self._compression == "gzip":

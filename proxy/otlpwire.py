@@ -103,7 +103,12 @@ def encode_scope(name: str, version: str = "") -> bytes:
 
 def encode_request(spans: Sequence[FinishedSpan], resource: bytes, scope: bytes) -> bytes:
     """An `ExportTraceServiceRequest`: one ResourceSpans holding one ScopeSpans with `spans`."""
+    return encode_request_of_encoded(list(map(encode_span, spans)), resource, scope)
+
+
+def encode_request_of_encoded(spans: Sequence[bytes], resource: bytes, scope: bytes) -> bytes:
+    """`encode_request` for spans already encoded by `encode_span`."""
     scope_body = [_field(0x0A, scope)]
-    scope_body += [b"\x12" + varint(len(encoded)) + encoded for encoded in map(encode_span, spans)]
+    scope_body += [b"\x12" + varint(len(encoded)) + encoded for encoded in spans]
     body = _field(0x0A, resource) + _field(0x12, b"".join(scope_body))
     return _field(0x0A, body)

@@ -151,6 +151,7 @@ class SidecarService:
             return self._given_tracer
         self._own_tracer = make_tracer(
             self.plan.service, self.plan.collector_endpoint, INSTRUMENTATION, self.plan.sample_ratio,
+            on_outcome=self.metrics.span_outcome,
         )
         return self._own_tracer
 

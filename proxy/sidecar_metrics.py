@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from proxy.breaker import BreakerState, CircuitBreaker
 from proxy.circuit import BREAKER_HEADER
 from proxy.identity import CALLER_ATTRIBUTE
-from proxy.metrics import CounterCache
+from proxy.metrics import CounterCache, span_outcomes
 from proxy.policy import CallNext, Exchange, Response
 from proxy.retrying import RESEND_ATTRIBUTE
 from proxy.sidecar_registry import Upstream
@@ -43,6 +43,7 @@ class SidecarMetrics(CounterCache):
             "gatewatch_sidecar_shed", "Requests/connections refused with 503 by admission control",
             ["direction", "reason"], registry=registry,
         )
+        self.span_outcome = span_outcomes(registry)
         self.breaker_state = Gauge(
             "gatewatch_sidecar_breaker_state", "Circuit breaker state per edge: 0 closed, 1 half-open, 2 open",
             ["edge"], registry=registry,

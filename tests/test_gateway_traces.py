@@ -47,6 +47,12 @@ def test_gateway_request_lands_in_otel_traces(
         assert response.status_code == 200
         forwarded = response.json()["headers"]["traceparent"]
         assert forwarded.startswith("00-0af7651916cd43dd8448eb211c80319c-")  # same trace, our span as parent
+        exported = 'gatewatch_proxy_spans_total{outcome="exported"} 1.0'
+        deadline = time.monotonic() + 30  # the partial batch goes out after the export delay
+        while exported not in (metrics := httpx.get(f"http://127.0.0.1:{gateway.admin_port}/metrics").text):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.1)
+        assert 'gatewatch_proxy_spans_total{outcome="dropped"} 0.0' in metrics
     finally:
         gateway.stop(5)  # flushes the span exporter
     query = (

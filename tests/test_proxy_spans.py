@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 import threading
+import time
+from collections import Counter
 from collections.abc import Sequence
 
 import pytest
@@ -137,6 +139,52 @@ def test_full_batches_are_exported_at_once_and_the_rest_at_shutdown() -> None:
     processor.shutdown(5)
     assert [len(batch) for batch in exporter.batches] == [4, 4, 2] and exporter.closed
     assert [span.span_id for batch in exporter.batches for span in batch] == list(range(1, 11))
+
+
+def test_after_a_full_batch_the_remainder_waits_to_fill_up() -> None:
+    exporter = Memory()
+    processor = BatchSpanProcessor(exporter, max_batch=4, schedule_delay_s=60)
+    for n in range(6):
+        processor.on_end(_span(n))
+    assert exporter.exported.wait(5)
+    time.sleep(0.2)  # a drain of everything queued would have sent the two left by now
+    assert [len(batch) for batch in exporter.batches] == [4] and len(processor._queue) == 2
+    processor.shutdown(5)
+    assert [len(batch) for batch in exporter.batches] == [4, 2]
+
+
+class Encoding(Memory):
+    """An `EncodingSpanExporter`: spans are encoded as they end, batches arrive as bytes."""
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__(fail)
+        self.encoded_on: list[int] = []
+        self.encoded_batches: list[list[bytes]] = []
+
+    def encode(self, span: FinishedSpan) -> bytes:
+        self.encoded_on.append(threading.get_ident())
+        return span.name.encode()
+
+    def export_encoded(self, spans: Sequence[bytes]) -> bool:
+        self.encoded_batches.append(list(spans))
+        return self.export([])
+
+
+def test_an_encoding_exporter_gets_spans_encoded_as_they_end_and_outcomes_are_counted() -> None:
+    exporter, outcomes = Encoding(fail=True), Counter[str]()
+    processor = BatchSpanProcessor(exporter, max_queue=5, max_batch=2, schedule_delay_s=60,
+                                   on_outcome=lambda outcome, count: outcomes.update({outcome: count}))
+    processor.on_end(_span(0))
+    processor.on_end(_span(1))
+    assert exporter.raised.wait(5)  # that batch of 2 failed
+    for n in range(2, 9):
+        processor.on_end(_span(n))
+    processor.shutdown(5)
+    assert exporter.encoded_on and set(exporter.encoded_on) == {threading.get_ident()}  # on the caller's thread
+    exported = [span for batch in exporter.encoded_batches[1:] for span in batch]
+    assert exported[0] == b"GET /2" and len(exported) + outcomes["dropped"] == 7
+    assert outcomes == {"failed": 2, "exported": len(exported), "dropped": 7 - len(exported)}
+    assert exporter.batches and not exporter.batches[0]  # export() itself never saw a FinishedSpan
 
 
 def test_a_partial_batch_goes_out_after_the_schedule_delay() -> None:
