@@ -1,6 +1,10 @@
 """Gateway benchmark with wrk, in one run: (a) the upstream direct, (b) Debian nginx (one worker) as
-reverse proxy, (c) the gatewatch gateway with JWT auth, rate limiting and 100% tracing exported to
-the collector, as one process and (d) as `workers: 2` processes (GATEWAY_BENCH_WORKERS; 1 skips it).
+reverse proxy, (c) the gatewatch gateway with JWT auth, rate limiting and 100% tracing exported over
+OTLP/HTTP, as one process and (d) as `workers: 2` processes (GATEWAY_BENCH_WORKERS; 1 skips it).
+Spans go to an OTLP sink in the same nginx (as in bench/sidecar.py): every span is encoded and
+POSTed, and the gateway's `gatewatch_proxy_spans` counters show that none was dropped. (A collector
+here would compete for the 2 cores, and with no pipeline behind it its embedded span log fills at
+100k spans and then refuses them: it has bench/collector.py.)
 Max throughput (closed loop), then latency at half of each gateway's max rate: requests
 sent on one fixed-rate schedule shared by all connections (wrk's Lua `delay`, as wrk2 paces), and for
 comparison with earlier reports, 8 connections each waiting a fixed delay, which keeps them in phase
@@ -10,11 +14,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import jwt
@@ -31,11 +37,13 @@ DURATION_S = int(os.environ.get("GATEWAY_BENCH_SECONDS", "6"))
 WORKERS = int(os.environ.get("GATEWAY_BENCH_WORKERS", "2"))
 CONNECTIONS = 32
 PACED_CONNECTIONS = 8
+SPAN_DRAIN_S = 2.0  # > the proxies' 0.2 s export delay: every partial batch has gone out
 SECRET = b"bench-secret-of-thirty-two-bytes"
 
 
-def nginx_conf(prefix: Path, upstream_port: int, proxy_port: int) -> Path:
-    """One nginx (one worker): a static upstream answering 'ok' and a keep-alive reverse proxy to it."""
+def nginx_conf(prefix: Path, upstream_port: int, proxy_port: int, sink_port: int) -> Path:
+    """One nginx (one worker): a static upstream answering 'ok', a keep-alive reverse proxy to it,
+    and the OTLP sink."""
     return nginx.write_conf(prefix, f"""
   upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
 {nginx.static_server(upstream_port)}
@@ -43,7 +51,8 @@ def nginx_conf(prefix: Path, upstream_port: int, proxy_port: int) -> Path:
     listen 127.0.0.1:{proxy_port};
     location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }}
-  }}""")
+  }}
+{nginx.otlp_sink_server(prefix, sink_port)}""")
 
 
 def gateway_conf(prefix: Path, upstream_port: int, port: int, admin_port: int, workers: int = 1) -> Path:
@@ -96,13 +105,9 @@ def main() -> int:
            f"http://127.0.0.1:{otlp_port}"}
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        nginx_process = nginx.start(prefix, nginx_conf(prefix, upstream_port, nginx_port), [upstream_port, nginx_port])
+        nginx_process = nginx.start(prefix, nginx_conf(prefix, upstream_port, nginx_port, otlp_port),
+                                    [upstream_port, nginx_port, otlp_port])
         processes.append(nginx_process)
-        collector = subprocess.Popen(
-            [str(ROOT / ".venv/bin/gatewatch"), "collector", "--http-port", str(otlp_port), "--grpc-port", "0"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        processes.append(collector)
         gateway = subprocess.Popen(
             [str(ROOT / ".venv/bin/gatewatch"), "gateway", "--config",
              str(gateway_conf(prefix, upstream_port, gw_port, admin_port))],
@@ -117,7 +122,7 @@ def main() -> int:
                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
             processes.append(multi)
-        for port in (otlp_port, gw_port, *([gw2_port] if multi else [])):
+        for port in (gw_port, *([gw2_port] if multi else [])):
             wait_port(port)
         token = jwt.encode({"sub": "bench-user", "iss": "bench", "aud": "gatewatch", "scope": "read",
                             "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256", headers={"kid": "bench"})
@@ -154,6 +159,11 @@ def main() -> int:
             schedule, conns = scheduled_script(prefix, multi_rate), scheduled_connections(multi_rate)
             multi_paced = {name: wrk(targets[name][0], conns, targets[name][1], schedule)
                            for name in ("direct", multi_name)}
+        time.sleep(SPAN_DRAIN_S)  # the last partial export batches
+        spans = {"gatewatch": span_outcomes(admin_port)}
+        if multi is not None:
+            spans[multi_name] = span_outcomes(admin2_port)
+        sink = nginx.sink_batches(prefix)
         gateway_rss = rss_mb(gateway.pid)
         multi_rss = sum(rss_mb(pid) for pid in serving[multi_name]) if multi is not None else 0.0
         nginx_rss = rss_mb(nginx_process.pid) + sum(rss_mb(pid) for pid in workers)
@@ -187,6 +197,7 @@ def main() -> int:
     print(f"RSS: gateway {gateway_rss:.0f} MiB, nginx (master+worker, also serving the upstream) {nginx_rss:.0f} MiB")
     errors = (peak["gatewatch"]["non_2xx"], paced["gatewatch"]["non_2xx"])
     print(f"non-2xx from the gateway: {errors[0]:.0f} peak, {errors[1]:.0f} paced")
+    print(f"spans by export outcome: {spans}; OTLP batches at the sink by status: {sink}")
     multi_summary = _multi_summary(multi_name, peak, multi_paced, multi_rss) if multi_paced else None
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "gateway.json").write_text(json.dumps({
@@ -198,10 +209,18 @@ def main() -> int:
         "rss_mb": {"gateway": gateway_rss, "nginx": nginx_rss},
         "load_average": {"before": load_before[0], "after": load_after[0]},
         "cpu_us_per_request": {name: peak[name]["cpu_us_per_request"] for name in targets},
-        "workers": multi_summary,
+        "workers": multi_summary, "spans": spans, "otlp_sink_batches": sink,
         "targets": {"throughput_vs_nginx": 0.5, "added_p50_ms": 0.5, "added_p99_ms": 2.0},
     }, indent=2))
     return 0
+
+
+def span_outcomes(admin_port: int) -> dict[str, float]:
+    """The gateway's `gatewatch_proxy_spans` counters by outcome (exported, failed, dropped)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {match[1]: float(match[2]) for match in re.finditer(
+        r'^gatewatch_proxy_spans_total\{outcome="(\w+)"\} (\S+)$', text, re.MULTILINE)}
 
 
 def _multi_summary(name: str, peak: dict[str, dict[str, float]], paced: dict[str, dict[str, float]],

@@ -56,24 +56,7 @@ SIDECARS = ("client", "server")
 
 def nginx_conf(prefix: Path, app_port: int, sink_port: int) -> Path:
     """The server ('ok') and the OTLP sink (200, empty protobuf body; one access-log line per batch)."""
-    return nginx.write_conf(prefix, f"""
-  log_format otlp '$status';
-{nginx.static_server(app_port)}
-  server {{
-    listen 127.0.0.1:{sink_port}; default_type application/x-protobuf; client_max_body_size 0;
-    access_log {prefix}/otlp.log otlp;
-    location /v1/traces {{ return 200; }}
-    location / {{ return 404; }}
-  }}""")
-
-
-def sink_batches(prefix: Path) -> dict[str, int]:
-    """OTLP export requests the sink answered, by status."""
-    log = prefix / "otlp.log"
-    counts: dict[str, int] = {}
-    for status in log.read_text().split() if log.exists() else []:
-        counts[status] = counts.get(status, 0) + 1
-    return counts
+    return nginx.write_conf(prefix, f"{nginx.static_server(app_port)}\n{nginx.otlp_sink_server(prefix, sink_port)}")
 
 
 def sidecar_yaml(service: str, inbound: int, forward_to: int, outbound: int, callee_port: int,
@@ -170,7 +153,7 @@ def main() -> int:
         finally:
             procs.stop([server])
         report = build_report(modes)
-        report["otlp_sink_batches"] = sink_batches(workdir)
+        report["otlp_sink_batches"] = nginx.sink_batches(workdir)
         report["nginx_errors"] = nginx.error_count(workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

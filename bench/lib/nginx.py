@@ -30,6 +30,27 @@ def static_server(port: int, body: str = "ok\\n") -> str:
     return f'  server {{ listen 127.0.0.1:{port}; location / {{ return 200 "{body}"; }} }}'
 
 
+def otlp_sink_server(prefix: Path, port: int) -> str:
+    """An OTLP/HTTP sink: POST /v1/traces answered 200 with an empty body (a valid
+    ExportTraceServiceResponse), one access-log line per batch (`sink_batches`); 404 elsewhere."""
+    return f"""  log_format otlp '$status';
+  server {{
+    listen 127.0.0.1:{port}; default_type application/x-protobuf; client_max_body_size 0;
+    access_log {prefix}/otlp.log otlp;
+    location /v1/traces {{ return 200; }}
+    location / {{ return 404; }}
+  }}"""
+
+
+def sink_batches(prefix: Path) -> dict[str, int]:
+    """OTLP export requests the sink of `otlp_sink_server(prefix, ...)` answered, by status."""
+    log = prefix / "otlp.log"
+    counts: dict[str, int] = {}
+    for status in log.read_text().split() if log.exists() else []:
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
 def write_conf(prefix: Path, http: str) -> Path:
     """nginx.conf in `prefix`: one worker, no access log, keep-alive without limit, `http` inside http {}."""
     conf = prefix / "nginx.conf"
