@@ -25,12 +25,16 @@ if TYPE_CHECKING:
 Health = Callable[[], dict[str, Any]]
 
 
-def admin_handler(registry: CollectorRegistry, health: Health, openmetrics: bool = False) -> CallNext:
-    """The admin chain: metrics of `registry`, `{"status": "ok", **health()}` on the health paths."""
+def admin_handler(registry: CollectorRegistry, health: Health, openmetrics: bool = False,
+                  before_scrape: Callable[[], None] | None = None) -> CallNext:
+    """The admin chain: metrics of `registry` (after `before_scrape()`), `{"status": "ok", **health()}`
+    on the health paths."""
 
     async def handle(exchange: Exchange) -> Response:
         path = exchange.request.path
         if path == "/metrics":
+            if before_scrape is not None:
+                before_scrape()
             text, content_type = _exposition(_scraped(registry), openmetrics)
             return Response(200, Headers([("content-type", content_type)]), text)
         if path in ("/healthz", "/readyz"):
@@ -68,9 +72,11 @@ def _exposition(registry: CollectorRegistry, openmetrics: bool) -> tuple[bytes, 
 
 
 async def start_admin(registry: CollectorRegistry, health: Health, host: str, port: int, what: str,
-                      openmetrics: bool = False, reuse_port: bool = False) -> HttpServer:
+                      openmetrics: bool = False, reuse_port: bool = False,
+                      before_scrape: Callable[[], None] | None = None) -> HttpServer:
     """Bind the admin listener (port 0 = any free one); ConfigError naming `what` if it cannot listen."""
-    server = HttpServer(admin_handler(registry, health, openmetrics), host, port, reuse_port=reuse_port)
+    server = HttpServer(admin_handler(registry, health, openmetrics, before_scrape), host, port,
+                        reuse_port=reuse_port)
     try:
         await server.start()
     except OSError as exc:

@@ -33,6 +33,8 @@ from proxy.upstream import Cluster, Endpoint, UpstreamCaller
 
 log = logging.getLogger(__name__)
 
+METRICS_FLUSH_S = 1.0  # per-request counts reach /metrics of other workers at most this late
+
 
 def server_limits(config: GatewayConfig) -> ServerLimits:
     """Listener limits from the config."""
@@ -185,7 +187,8 @@ class GatewayService:
         except OSError as exc:
             raise ConfigError(f"gateway cannot listen on {host}:{port}: {exc.strerror}") from None
         self._admin = await start_admin(self.registry, self._health, host, admin_port, "gateway",
-                                        reuse_port=self.worker is not None)
+                                        reuse_port=self.worker is not None, before_scrape=self.metrics.pending.flush)
+        self._runner.spawn(self._flush_metrics())
         self.port, self.admin_port = self._server.port, self._admin.port
         source = decision_source(self.settings.control_plane_url, self.settings.control_token.get_secret_value(),
                                  self.decisions, config.decisions_file)
@@ -200,6 +203,11 @@ class GatewayService:
             await asyncio.sleep(1.0)
             self.decisions.purge()
 
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(METRICS_FLUSH_S)
+            self.metrics.pending.flush()
+
     async def _shutdown(self, drain_s: float) -> None:
         if self._server is not None:
             await self._server.stop(drain_s)
@@ -210,6 +218,7 @@ class GatewayService:
             await self._compiled.close()
         if self._tracer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._tracer.shutdown)
+        self.metrics.pending.flush()  # the last requests' counts, before a worker's files are final
 
     # hot reload
     def _mtime(self) -> float:

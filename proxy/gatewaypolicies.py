@@ -50,7 +50,7 @@ class AuthPolicy:
         exchange.state["identity"] = identity
         attributes = exchange.attributes
         attributes[AUTH_OUTCOME] = "ok"
-        self._ok.inc()
+        self.metrics.pending.inc(self._ok)
         if identity.subject:
             attributes["enduser.id"] = identity.subject
             headers.set(self.subject_header, identity.subject)
@@ -156,7 +156,7 @@ class AccessPolicy:
                 exchange.set_attribute(OUTCOME, "unlimited")
             return await call_next(exchange)
         exchange.attributes.setdefault(OUTCOME, "allowed")
-        self._allowed.inc()
+        self.metrics.pending.inc(self._allowed)
         response = await call_next(exchange)
         tightest = verdicts[0] if len(verdicts) == 1 else min(verdicts, key=lambda verdict: verdict.remaining)
         response.headers.extend(tightest.headers())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -25,6 +27,47 @@ class CounterCache:
                 self._counters.clear()
             child = self._counters[key] = counter.labels(*labels)
         child.inc(amount)
+
+
+class PendingCounts:
+    """Per-request counts and observations kept in plain dicts on the event loop, added to their
+    prometheus_client children by `flush()` (every second, before each scrape, at shutdown).
+
+    Each prometheus inc or observe takes a lock, and with worker processes writes an mmap'd file:
+    ~1.4 us each, five per request, which was ~14 us of a `workers: 2` gateway's request. Totals
+    are unchanged; a scrape answered by another worker can be up to one flush interval behind.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[Any, float] = {}
+        self._observed: dict[Any, tuple[list[int], list[float]]] = {}
+
+    def inc(self, child: Any, amount: float = 1) -> None:
+        """Add `amount` to a counter child (a `Counter.labels(...)` result)."""
+        counts = self._counts
+        counts[child] = counts.get(child, 0) + amount
+
+    def observe(self, child: Any, value: float) -> None:
+        """Record one observation of a histogram child."""
+        pending = self._observed.get(child)
+        if pending is None:
+            pending = self._observed[child] = ([0] * len(child._upper_bounds), [0.0])
+        # The bucket Histogram.observe would pick: the first upper bound >= value (the last is +Inf).
+        pending[0][bisect_left(child._upper_bounds, value)] += 1
+        pending[1][0] += value
+
+    def flush(self) -> None:
+        """Add everything pending to the prometheus children."""
+        counts, self._counts = self._counts, {}
+        for child, amount in counts.items():
+            child.inc(amount)
+        observed, self._observed = self._observed, {}
+        for child, (buckets, total) in observed.items():
+            # prometheus_client has no bulk observe: these are the values Histogram.observe adds to.
+            for index, count in enumerate(buckets):
+                if count:
+                    child._buckets[index].inc(count)
+            child._sum.inc(total[0])
 
 
 def span_outcomes(registry: CollectorRegistry) -> Callable[[str, int], None]:
@@ -75,6 +118,7 @@ class GatewayMetrics(CounterCache):
             "gatewatch_gateway_config_reloads", "Config reload attempts", ["result"], registry=registry,
         )
         self.span_outcome = span_outcomes(registry)
+        self.pending = PendingCounts()  # the per-request counts, flushed by the gateway service
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, exchange: Exchange, status: int, seconds: float) -> None:
@@ -87,8 +131,9 @@ class GatewayMetrics(CounterCache):
                 self._children.clear()
             children = (self.requests.labels(route, key[1], str(status)), self.duration.labels(route))
             self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        pending = self.pending
+        pending.inc(children[0])
+        pending.observe(children[1], seconds)
 
 
 class MetricsPolicy:

@@ -86,12 +86,19 @@ def test_workers_share_the_port_the_rate_limit_and_the_metrics(workers: Workers)
         with httpx.Client() as client:
             statuses.append(client.get(f"http://127.0.0.1:{workers.port}/api/x").status_code)
     assert statuses.count(200) == 5 and statuses.count(429) == 25  # one burst of 5 for the client, not 5 per worker
+    expected = {'gatewatch_gateway_ratelimit_total{outcome="allowed"}': 5.0,
+                'gatewatch_gateway_ratelimit_total{outcome="limited"}': 25.0}
+    deadline = time.monotonic() + 10  # a worker's per-request counts reach the files once a second
+    while (counts := _ratelimit_counts(workers.admin_port)) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert counts == expected
+
+
+def _ratelimit_counts(admin_port: int) -> dict[str, float]:
     with httpx.Client() as client:
-        metrics = client.get(f"http://127.0.0.1:{workers.admin_port}/metrics").text
-    counts = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-              if line.startswith("gatewatch_gateway_ratelimit_total")}
-    assert counts == {'gatewatch_gateway_ratelimit_total{outcome="allowed"}': 5.0,
-                      'gatewatch_gateway_ratelimit_total{outcome="limited"}': 25.0}
+        metrics = client.get(f"http://127.0.0.1:{admin_port}/metrics").text
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+            if line.startswith("gatewatch_gateway_ratelimit_total")}
 
 
 def test_reload_reaches_every_worker_and_a_killed_worker_is_replaced(workers: Workers, upstreams: list[int]) -> None:  # noqa: F811
