@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from proxy.ratelimit import LEASE_S, Gcra
 from proxy.sharedlimits import PROBE, SharedTatTable
 
 
@@ -35,6 +36,47 @@ def test_one_key_is_limited_across_processes() -> None:
     assert allowed == 5  # 20 tries from 4 processes at one instant: exactly the burst
     assert table.take(hash("other"), 1000.0, interval, tolerance)[0]  # another key is not affected
     assert table.take(hash("client"), 1001.0, interval, tolerance)[0]  # one more a second later
+    table.close()
+
+
+def test_leases_of_a_big_burst_never_admit_more_than_the_burst_across_processes() -> None:
+    table = SharedTatTable(slots=64)
+    burst = 1000  # a lease is 1000 // 16 = 62 units
+    readers, writers = [], []
+    for _ in range(2):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            limiter = Gcra(1.0, burst, shared=table, name="api")  # each worker builds its own, same name
+            allowed = sum(limiter.check("client", 1000.0).allowed for _ in range(800))
+            os.write(write, allowed.to_bytes(2, "big"))
+            os._exit(0)
+        os.close(write)
+        readers.append(read)
+        writers.append(pid)
+    for pid in writers:
+        os.waitpid(pid, 0)
+    allowed = sum(int.from_bytes(os.read(read, 2), "big") for read in readers)
+    # Every admitted unit was taken from the table; a worker that stopped asking keeps at most one
+    # lease's units unused.
+    assert burst - 2 * 62 <= allowed <= burst
+    table.close()
+
+
+def test_a_lease_spares_the_table_lapses_after_its_time_and_small_bursts_are_exact() -> None:
+    table = SharedTatTable(slots=64)
+    takes: list[float] = []
+    original = table.take
+    table.take = lambda *args: (takes.append(args[1]), original(*args))[1]  # type: ignore[method-assign]
+    limiter = Gcra(1000.0, 1000, shared=table, name="api")
+    verdicts = [limiter.check("client", 5.0) for _ in range(62 * 3)]
+    assert all(verdict.allowed for verdict in verdicts) and len(takes) == 3
+    assert verdicts[0].remaining == 1000 - 1 and verdicts[-1].remaining == 1000 - 62 * 3
+    limiter.check("client", 5.0 + LEASE_S)  # 61 units unused, but the lease has lapsed
+    assert len(takes) == 4
+    exact = Gcra(1.0, 31, shared=table, name="small")  # 31 // 16 = 1: no leases, one take per check
+    assert sum(exact.check("client", 5.0).allowed for _ in range(40)) == 31 and len(takes) == 4 + 40
     table.close()
 
 
