@@ -38,6 +38,10 @@ from proxy.spans import Tracer
 from proxy.tracing import TracingPolicy, make_tracer
 from proxy.upstream import Cluster, ConnectionPool, UpstreamCaller
 
+# Smaller than the gateway's batches: a sidecar's RSS budget is 30 MB, and a 512-span batch is
+# ~0.6 MB of request body and its copies while it is sent.
+SIDECAR_EXPORT_BATCH = 32
+
 if TYPE_CHECKING:  # validated configs come from pydantic; the data plane only sees SidecarPlan
     from gatewatch.settings import Settings
     from proxy.sidecar_config import SidecarConfig
@@ -151,7 +155,7 @@ class SidecarService:
             return self._given_tracer
         self._own_tracer = make_tracer(
             self.plan.service, self.plan.collector_endpoint, INSTRUMENTATION, self.plan.sample_ratio,
-            on_outcome=self.metrics.span_outcome,
+            export_batch_size=SIDECAR_EXPORT_BATCH, on_outcome=self.metrics.span_outcome,
         )
         return self._own_tracer
 
