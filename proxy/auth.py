@@ -64,6 +64,11 @@ class Authenticator(Protocol):
         """The caller's identity, or AuthFailure."""
         ...
 
+    def cached(self, request: Request) -> Identity | None:
+        """The caller's identity when it is known without I/O (a verified token still cached, an
+        API key), else None (then `authenticate`); AuthFailure when it is known to fail."""
+        ...
+
     async def start(self) -> None:
         """Load keys / open clients before serving."""
 
@@ -168,6 +173,10 @@ class JwtAuthenticator:
             raise ValueError("JWKS must be a JSON object with a keys list")
         return data
 
+    def cached(self, request: Request) -> Identity | None:
+        cached = self._cache.get(bearer_token(request))
+        return cached if isinstance(cached, Identity) else None
+
     async def authenticate(self, request: Request) -> Identity:
         token = bearer_token(request)
         cached = self._cache.get(token)
@@ -241,9 +250,19 @@ class IntrospectionAuthenticator:
         if self._client is not None:
             await self._client.aclose()
 
+    def cached(self, request: Request) -> Identity | None:
+        cached = self._cache.get(self._cache_key(bearer_token(request)))
+        if isinstance(cached, AuthFailure):
+            raise cached
+        return cached
+
+    @staticmethod
+    def _cache_key(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()  # never keep raw tokens as keys
+
     async def authenticate(self, request: Request) -> Identity:
         token = bearer_token(request)
-        key = hashlib.sha256(token.encode()).hexdigest()  # never keep raw tokens as keys
+        key = self._cache_key(token)
         cached = self._cache.get(key)
         if isinstance(cached, AuthFailure):
             raise cached
@@ -294,6 +313,9 @@ class ApiKeyAuthenticator:
         return None
 
     async def authenticate(self, request: Request) -> Identity:
+        return self.cached(request)
+
+    def cached(self, request: Request) -> Identity:
         value = request.headers.get(self.header)
         if not value:
             raise AuthFailure("missing", f"{self.header} header required", scheme="ApiKey")

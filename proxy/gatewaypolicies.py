@@ -3,13 +3,14 @@ and configured rate limits). Per-route settings come from `route.policy` (see pr
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from gatewatch.decisions import DecisionKind, Mode
 from proxy.auth import Authenticator, AuthFailure, Identity
 from proxy.decisionstore import DecisionStore
 from proxy.metrics import GatewayMetrics
-from proxy.policy import CallNext, Exchange, Response
+from proxy.policy import CallNext, Exchange, Response, answered
 from proxy.ratelimit import Gcra, Verdict
 
 if TYPE_CHECKING:
@@ -30,31 +31,50 @@ class AuthPolicy:
         self.metrics = metrics
         self._ok = metrics.auth.labels("ok")  # the usual outcome, pre-bound
 
-    async def handle(self, exchange: Exchange, call_next: CallNext) -> Response:
+    def handle(self, exchange: Exchange, call_next: CallNext) -> Awaitable[Response]:
         headers = exchange.request.headers
         if self.subject_header in headers:
             headers.remove(self.subject_header)  # only the gateway may set it
         auth: tuple[Authenticator, frozenset[str]] | None = exchange.route.policy.get("auth")
         if auth is None:
-            return await call_next(exchange)
+            return call_next(exchange)
         authenticator, scopes = auth
         try:
-            identity = await authenticator.authenticate(exchange.request)
-            if not scopes <= identity.scopes:
-                exchange.set_attribute("enduser.id", identity.subject)
-                raise AuthFailure("forbidden", "token lacks a required scope", 403, scope=" ".join(sorted(scopes)))
+            identity = authenticator.cached(exchange.request)
         except AuthFailure as failure:
-            exchange.set_attribute(AUTH_OUTCOME, failure.outcome)
-            self.metrics.count(self.metrics.auth, failure.outcome)
-            return failure.response()
+            return answered(self._refused(exchange, failure))
+        if identity is None:  # a token to verify or introspect: this request awaits it
+            return self._authenticate(exchange, call_next, authenticator, scopes)
+        return self._admit(exchange, call_next, identity, scopes)
+
+    async def _authenticate(self, exchange: Exchange, call_next: CallNext, authenticator: Authenticator,
+                            scopes: frozenset[str]) -> Response:
+        try:
+            identity = await authenticator.authenticate(exchange.request)
+        except AuthFailure as failure:
+            return self._refused(exchange, failure)
+        return await self._admit(exchange, call_next, identity, scopes)
+
+    def _admit(self, exchange: Exchange, call_next: CallNext, identity: Identity,
+               scopes: frozenset[str]) -> Awaitable[Response]:
+        """Pass an authenticated exchange on (its subject upstream), or 403 without the scopes."""
+        if not scopes <= identity.scopes:
+            exchange.set_attribute("enduser.id", identity.subject)
+            failure = AuthFailure("forbidden", "token lacks a required scope", 403, scope=" ".join(sorted(scopes)))
+            return answered(self._refused(exchange, failure))
         exchange.state["identity"] = identity
         attributes = exchange.attributes
         attributes[AUTH_OUTCOME] = "ok"
         self.metrics.pending.inc(self._ok)
         if identity.subject:
             attributes["enduser.id"] = identity.subject
-            headers.set(self.subject_header, identity.subject)
-        return await call_next(exchange)
+            exchange.request.headers.set(self.subject_header, identity.subject)
+        return call_next(exchange)  # unawaited: no frame of ours while the request is upstream
+
+    def _refused(self, exchange: Exchange, failure: AuthFailure) -> Response:
+        exchange.set_attribute(AUTH_OUTCOME, failure.outcome)
+        self.metrics.count(self.metrics.auth, failure.outcome)
+        return failure.response()
 
 
 def _limited(verdict: Verdict, why: str) -> Response:
@@ -135,7 +155,7 @@ class AccessPolicy:
                 return answer
         return None
 
-    async def handle(self, exchange: Exchange, call_next: CallNext) -> Response:
+    def handle(self, exchange: Exchange, call_next: CallNext) -> Awaitable[Response]:
         route = exchange.route
         identity: Identity | None = exchange.state.get("identity")
         verdicts: list[Verdict] = []
@@ -143,24 +163,25 @@ class AccessPolicy:
         if store:  # no decisions in force (the usual case): skip the three lookups
             answer = self._decide(exchange, identity, verdicts)
             if answer is not None:
-                return answer
+                return answered(answer)
         for limiter, kind in route.policy.get("rate_limits", ()):
             verdict = limiter.check(self._key(exchange, identity, kind))
             if not verdict.allowed:
                 exchange.set_attribute(OUTCOME, "limited")
                 self.metrics.count(self.metrics.ratelimit, "limited")
-                return _limited(verdict, f"rate limit of route {route.name}")
+                return answered(_limited(verdict, f"rate limit of route {route.name}"))
             verdicts.append(verdict)
         if not verdicts:
             if OUTCOME not in exchange.attributes:
                 exchange.set_attribute(OUTCOME, "unlimited")
-            return await call_next(exchange)
+            return call_next(exchange)
         exchange.attributes.setdefault(OUTCOME, "allowed")
         self.metrics.pending.inc(self._allowed)
-        response = await call_next(exchange)
         tightest = verdicts[0] if len(verdicts) == 1 else min(verdicts, key=lambda verdict: verdict.remaining)
-        response.headers.extend(tightest.headers())
-        return response
+        # On whatever response the client gets (the upstream's, or a 502/504 if it fails); set before
+        # calling on, so that no frame of ours waits for the response.
+        exchange.add_response_fields(tightest.headers())
+        return call_next(exchange)
 
     @staticmethod
     def _key(exchange: Exchange, identity: Identity | None, kind: str) -> str:

@@ -379,6 +379,8 @@ class HttpServerProtocol(WriteFlow):
             response, close_after = body.error.response(), True
         if body is not None and not body.done:
             close_after = True  # the rest of the upload would be read as the next request
+        if exchange.response_fields:
+            response.headers.extend(exchange.response_fields)
         ends_here = self.broken and self.deferred is None  # else the deferred answer closes it
         keep_alive = keep_alive and not close_after and not self.server.draining and not ends_here
         status = response.status

@@ -191,6 +191,10 @@ routes:
   - name: dead
     match: {{prefix: /dead/}}
     upstream: dead
+  - name: limited-dead
+    match: {{prefix: /limited-dead/}}
+    upstream: dead
+    rate_limit: tight
   - name: open
     match: {{prefix: /}}
     upstream: api
@@ -372,6 +376,12 @@ def test_rate_limit_headers_and_429(gateway: Gateway) -> None:
     assert int(answers[3].headers["retry-after"]) >= 1
     assert int(answers[3].headers["ratelimit-reset"]) >= 1
     assert answers[3].json()["error"] == "rate_limited"
+
+
+def test_rate_limit_headers_are_on_error_answers_too(gateway: Gateway) -> None:
+    refused = httpx.get(gateway.url + "/limited-dead/x")  # admitted by the limit, then the upstream fails
+    assert refused.status_code == 502 and refused.json()["error"] == "upstream_unavailable"
+    assert refused.headers["ratelimit-limit"] == "3" and refused.headers["ratelimit-remaining"] == "2"
 
 
 def _decision(kind: DecisionKind, scope: Scope, key: str, ttl_s: float, mode: Mode = Mode.ENFORCE,
