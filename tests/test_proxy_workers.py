@@ -9,30 +9,37 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from proxy.ratelimit import LEASE_S, Gcra
 from proxy.sharedlimits import PROBE, SharedTatTable
 
 
-def test_one_key_is_limited_across_processes() -> None:
-    table = SharedTatTable(slots=64)
-    interval, tolerance = 1.0, 5.0  # 1 per second, burst 5: a key gets 5 at once
-    readers, writers = [], []
-    for _ in range(4):
+def allowed_in_processes(processes: int, admitted: Callable[[], int]) -> int:
+    """Run `admitted` (how many requests it got through) in `processes` forked processes at once;
+    their total."""
+    readers, pids = [], []
+    for _ in range(processes):
         read, write = os.pipe()
         pid = os.fork()
         if pid == 0:
             os.close(read)
-            allowed = sum(table.take(hash("client"), 1000.0, interval, tolerance)[0] for _ in range(5))
-            os.write(write, bytes([allowed]))
+            os.write(write, admitted().to_bytes(4, "big"))
             os._exit(0)
         os.close(write)
         readers.append(read)
-        writers.append(pid)
-    for pid in writers:
+        pids.append(pid)
+    for pid in pids:
         os.waitpid(pid, 0)
-    allowed = sum(os.read(read, 1)[0] for read in readers)
+    return sum(int.from_bytes(os.read(read, 4), "big") for read in readers)
+
+
+def test_one_key_is_limited_across_processes() -> None:
+    table = SharedTatTable(slots=64)
+    interval, tolerance = 1.0, 5.0  # 1 per second, burst 5: a key gets 5 at once
+    allowed = allowed_in_processes(
+        4, lambda: sum(table.take(hash("client"), 1000.0, interval, tolerance)[0] for _ in range(5)))
     assert allowed == 5  # 20 tries from 4 processes at one instant: exactly the burst
     assert table.take(hash("other"), 1000.0, interval, tolerance)[0]  # another key is not affected
     assert table.take(hash("client"), 1001.0, interval, tolerance)[0]  # one more a second later
@@ -42,22 +49,12 @@ def test_one_key_is_limited_across_processes() -> None:
 def test_leases_of_a_big_burst_never_admit_more_than_the_burst_across_processes() -> None:
     table = SharedTatTable(slots=64)
     burst = 1000  # a lease is 1000 // 16 = 62 units
-    readers, writers = [], []
-    for _ in range(2):
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read)
-            limiter = Gcra(1.0, burst, shared=table, name="api")  # each worker builds its own, same name
-            allowed = sum(limiter.check("client", 1000.0).allowed for _ in range(800))
-            os.write(write, allowed.to_bytes(2, "big"))
-            os._exit(0)
-        os.close(write)
-        readers.append(read)
-        writers.append(pid)
-    for pid in writers:
-        os.waitpid(pid, 0)
-    allowed = sum(int.from_bytes(os.read(read, 2), "big") for read in readers)
+
+    def worker() -> int:
+        limiter = Gcra(1.0, burst, shared=table, name="api")  # each worker builds its own, same name
+        return sum(limiter.check("client", 1000.0).allowed for _ in range(800))
+
+    allowed = allowed_in_processes(2, worker)
     # Every admitted unit was taken from the table; a worker that stopped asking keeps at most one
     # lease's units unused.
     assert burst - 2 * 62 <= allowed <= burst
