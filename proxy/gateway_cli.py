@@ -1,8 +1,9 @@
 """`gatewatch gateway --config gateway.yaml`: run the API gateway until SIGINT/SIGTERM; SIGHUP reloads.
 
-With `workers: N` (or `--workers N`) the gateway runs as N forked processes on the same ports
-(`proxy.workers`): rate limits are shared through `proxy.sharedlimits`, and `/metrics` answers for
-every worker (prometheus_client's multiprocess mode, in a directory removed at exit).
+With `workers: N` (or `--workers N`; `auto` = one per usable core) the gateway runs as N forked
+processes on the same ports (`proxy.workers`): rate limits are shared through `proxy.sharedlimits`,
+and `/metrics` answers for every worker (prometheus_client's multiprocess mode, in a directory
+removed at exit).
 """
 
 from __future__ import annotations
@@ -29,20 +30,18 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     cmd.add_argument("--config", type=Path, required=True, help="gateway YAML config")
     cmd.add_argument("--port", type=int, default=None, help="listener port (default GATEWATCH_GATEWAY_PORT)")
     cmd.add_argument("--admin-port", type=int, default=None, help="admin port for /metrics and /healthz")
-    cmd.add_argument("--workers", type=int, default=None,
-                     help="processes serving the ports (default: the config's `workers`, else 1)")
+    cmd.add_argument("--workers", default=None, metavar="N|auto",
+                     help="processes serving the ports, or auto: one per core (default: the config's, else 1)")
     cmd.add_argument("--check", action="store_true", help="validate the config and exit")
     cmd.set_defaults(handler=cmd_gateway)
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     from gatewatch.cli import settings_from_args
-    from proxy.gatewayconfig import load_gateway_config
+    from proxy.gatewayconfig import load_gateway_config, worker_count
 
     config = load_gateway_config(args.config)
-    workers = args.workers if args.workers is not None else config.workers
-    if not 1 <= workers <= 64:
-        raise ConfigError(f"--workers must be within 1..64 (got {workers})")
+    workers = worker_count(args.workers if args.workers is not None else config.workers)
     if args.check:
         print(f"{args.config}: ok ({len(config.routes)} routes, {len(config.upstreams)} upstreams, "
               f"{workers} worker{'s' if workers > 1 else ''})")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gatewatch.errors import ConfigError
 from gatewatch.semconv import GATEWAY_SERVICE
 from proxy.admission import AdmissionConfig
 from proxy.yamlconfig import Loc, load_yaml_model
@@ -154,7 +156,8 @@ class TracingConfig(_Model):
 class GatewayConfig(_Model):
     listen_port: int | None = Field(None, ge=0, le=65535, description="default: GATEWATCH_GATEWAY_PORT")
     admin_port: int | None = Field(None, ge=0, le=65535, description="default: GATEWATCH_GATEWAY_ADMIN_PORT")
-    workers: int = Field(1, ge=1, le=64, description="processes sharing the ports (SO_REUSEPORT); read at start")
+    workers: int | Literal["auto"] = Field(
+        1, description="processes sharing the ports (SO_REUSEPORT), or auto: one per usable core; read at start")
     subject_header: str = "x-gatewatch-subject"
     decisions_file: Path | None = None
     limits: LimitsConfig = Field(default_factory=LimitsConfig)  # type: ignore[arg-type]
@@ -163,6 +166,29 @@ class GatewayConfig(_Model):
     auth: dict[str, AuthProviderConfig] = Field(default_factory=dict)
     rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)
     routes: list[RouteConfig] = Field(min_length=1)
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        if value == "auto" or (type(value) is int and 1 <= value <= 64):
+            return value
+        raise ValueError(f"must be a number within 1..64 or auto (got {value!r})")
+
+
+def worker_count(workers: int | str) -> int:
+    """`workers` as a number of processes: `auto` is one per core this process may run on (as nginx's
+    `worker_processes auto`), at most 64; anything else must be an int within 1..64."""
+    if workers == "auto":
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, min(64, usable))
+    if isinstance(workers, str):
+        try:
+            workers = int(workers)
+        except ValueError:
+            raise ConfigError(f"workers must be a number within 1..64 or auto (got {workers!r})") from None
+    if not 1 <= workers <= 64:
+        raise ConfigError(f"workers must be within 1..64 or auto (got {workers})")
+    return workers
 
 
 def listen_ports(config: GatewayConfig, settings: Settings) -> tuple[int, int]:

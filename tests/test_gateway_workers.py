@@ -142,3 +142,22 @@ def test_several_workers_need_fixed_ports(tmp_path: Path, upstreams: list[int]) 
     result = subprocess.run([sys.executable, "-m", "gatewatch", "gateway", "--config", str(config)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "ports must be fixed" in result.stderr
+
+
+@pytest.mark.parametrize(("in_file", "flag", "expected"), [
+    ("auto", None, f"{min(64, len(os.sched_getaffinity(0)))} worker"),  # one per usable core, as nginx's auto
+    ("2", "3", "3 workers"),  # the flag wins
+    ("2", "auto", f"{min(64, len(os.sched_getaffinity(0)))} worker"),
+    ("0", None, "gateway.yaml:4: workers: Value error, must be a number within 1..64 or auto (got 0)"),
+    ("many", None, "gateway.yaml:4: workers: Value error, must be a number within 1..64 or auto (got 'many')"),
+    ("2", "65", "workers must be within 1..64 or auto (got 65)"),
+    ("2", "lots", "workers must be a number within 1..64 or auto (got 'lots')"),
+])
+def test_worker_counts_and_auto(tmp_path: Path, in_file: str, flag: str | None, expected: str) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(_yaml(1, free_port(), free_port()).replace("workers: 2", f"workers: {in_file}"))
+    extra = ["--workers", flag] if flag is not None else []
+    result = subprocess.run([sys.executable, "-m", "gatewatch", "gateway", "--config", str(config), "--check", *extra],
+                            capture_output=True, text=True, timeout=60)
+    assert expected in result.stdout + result.stderr, result.stdout + result.stderr
+    assert result.returncode == (0 if result.stdout else 2) and "Traceback" not in result.stderr
