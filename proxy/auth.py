@@ -178,10 +178,10 @@ class JwtAuthenticator:
         return cached if isinstance(cached, Identity) else None
 
     async def authenticate(self, request: Request) -> Identity:
-        token = bearer_token(request)
-        cached = self._cache.get(token)
-        if isinstance(cached, Identity):
+        cached = self.cached(request)
+        if cached is not None:
             return cached
+        token = bearer_token(request)
         if time.monotonic() - self._loaded_at > self.config.jwks_cache_s:
             await self.refresh()
         identity = await self._verify(token)
@@ -261,13 +261,11 @@ class IntrospectionAuthenticator:
         return hashlib.sha256(token.encode()).hexdigest()  # never keep raw tokens as keys
 
     async def authenticate(self, request: Request) -> Identity:
-        token = bearer_token(request)
-        key = self._cache_key(token)
-        cached = self._cache.get(key)
-        if isinstance(cached, AuthFailure):
-            raise cached
+        cached = self.cached(request)
         if cached is not None:
             return cached
+        token = bearer_token(request)
+        key = self._cache_key(token)
         result = await self._introspect(token)
         now = time.time()
         if not result.get("active"):

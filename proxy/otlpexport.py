@@ -89,11 +89,11 @@ class WireOTLPSpanExporter:
         self._poster = HttpPoster(endpoint, timeout, _tls_context() if endpoint.startswith("https:") else None)
         self._stopping = threading.Event()
 
+    encode = staticmethod(encode_span)  # an EncodingSpanExporter: spans are encoded as they end
+
     def export(self, spans: Sequence[FinishedSpan]) -> bool:
         """Encode and send one batch, retrying transient failures until the deadline."""
         return self.export_encoded([encode_span(span) for span in spans])
-
-    encode = staticmethod(encode_span)
 
     def export_encoded(self, spans: Sequence[bytes]) -> bool:
         """Send one batch of spans encoded by `encode`, retrying transient failures until the deadline."""

@@ -95,7 +95,7 @@ class Gcra:
                 verdict = self._from_lease(key, now)
                 if verdict is not None:
                     return verdict
-            allowed, tat = self._shared.take(hash((self._namespace, key)), now, self.interval, self.tolerance)
+            allowed, tat = self._shared.take(self._key_hash(key), now, self.interval, self.tolerance)
         else:
             allowed, tat = gcra_step(self._tat.get(key), now, self.interval, self.tolerance)
             if allowed:
@@ -109,6 +109,10 @@ class Gcra:
         remaining = int((now - allow_at) / self.interval + 1e-9)
         return Verdict(True, self.burst, min(remaining, self.burst), new_tat - now, 0.0)
 
+    def _key_hash(self, key: str) -> int:
+        """`key`'s slot key in the shared table (the same in every worker: they share hash())."""
+        return hash((self._namespace, key))
+
     def _from_lease(self, key: str, now: float) -> Verdict | None:
         """A unit of `key`'s lease, taking a new lease when it is used up or lapsed; None when the
         table has fewer units left than a lease (the caller then takes one, exactly)."""
@@ -116,7 +120,7 @@ class Gcra:
         if lease is None or lease.units == 0 or now >= lease.until:
             assert self._shared is not None
             size = self.lease_units
-            allowed, tat = self._shared.take(hash((self._namespace, key)), now, self.interval * size, self.tolerance)
+            allowed, tat = self._shared.take(self._key_hash(key), now, self.interval * size, self.tolerance)
             if not allowed:
                 return None
             if len(self._leases) >= self.max_keys:
