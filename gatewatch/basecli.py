@@ -1,4 +1,4 @@
-"""Foundation subcommands: `db migrate|status`, `dev kafka start|stop|status`, `status`."""
+"""Foundation subcommands: `db migrate|status`, `dev kafka start|stop|status`, `dev compile`, `status`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
         if name == "start":
             cmd.add_argument("--port", type=int, default=0, help="listener port (default: a free one)")
         cmd.set_defaults(handler=handler)
+    dev.add_parser("compile", help="compile the proxies' request path with mypyc (make install runs it)").set_defaults(
+        handler=cmd_compile
+    )
 
     subparsers.add_parser("status", parents=[common], help="health of the store and the span log").set_defaults(
         handler=cmd_status
@@ -102,3 +105,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         healthy &= check.ok
         print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
     return 0 if healthy else 1
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    import os
+
+    from proxy import compiled
+
+    if os.environ.get(compiled.DISABLE_ENV) == "0":
+        print(f"{compiled.DISABLE_ENV}=0: not compiling; the proxies run as plain Python")
+    elif compiled.build():
+        print(f"compiled {len(compiled.COMPILED_MODULES)} proxy modules into {compiled.BUILD_DIR}")
+    else:
+        print(f"{compiled.BUILD_DIR} is up to date")
+    return 0

@@ -20,8 +20,8 @@ STATE_ATTRIBUTE = "gatewatch.breaker.state"
 class CircuitOpen(ProxyError):
     """The callee's circuit is open: answered locally without calling it."""
 
-    status = 503
-    code = "circuit_open"
+    default_status = 503
+    default_code = "circuit_open"
 
 
 class BreakerPolicy:

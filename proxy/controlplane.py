@@ -20,8 +20,9 @@ from gatewatch.decisionwire import (
     parse_wire_decision,
     parse_wire_snapshot,
 )
+from proxy.bodies import BodyTooLarge, limit_body
 from proxy.decisionstore import DecisionStore
-from proxy.policy import BodyTooLarge, Exchange, Headers, ProxyError, Request, limit_body
+from proxy.policy import Exchange, Headers, ProxyError, Request
 from proxy.upstream import Cluster, Endpoint, UpstreamCaller
 
 if TYPE_CHECKING:

@@ -67,8 +67,9 @@ _SPAN_ENTRIES = _AttributeCache(0x4A)  # Span.attributes = 9
 _RESOURCE_ENTRIES = _AttributeCache(0x0A)  # Resource.attributes = 1
 
 
-def _attributes(attributes: Mapping[str, AttributeValue], entries: _AttributeCache = _SPAN_ENTRIES) -> bytes:
-    """Repeated attributes (span field 9 by default)."""
+def _attributes(attributes: Mapping[str, object], entries: _AttributeCache = _SPAN_ENTRIES) -> bytes:
+    """Repeated attributes (span field 9 by default). `object` values, not only AttributeValue:
+    compiled, a narrower type would raise on a caller's non-scalar instead of sending its text."""
     # The type is part of the key: True == 1 == 1.0 must not share an encoding.
     return b"".join([entries[(key, value, type(value))] for key, value in attributes.items()])
 

@@ -35,15 +35,16 @@ One engine, several chains (Envoy's filter-chain idea). A policy is onion-shaped
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Generator, Iterable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from proxy.bodies import Body, empty_body, limit_body, replayed
 
 if TYPE_CHECKING:
     from proxy.upstream import Cluster, Endpoint
 
 AttributeValue = str | bool | int | float
-Body = AsyncIterable[bytes]
 
 
 class Headers:
@@ -57,7 +58,7 @@ class Headers:
     @classmethod
     def trusted(cls, items: list[tuple[str, str]]) -> Headers:
         """Wrap a list whose names are already lower-case (parser fast path; no copy)."""
-        headers = cls.__new__(cls)
+        headers = cls()
         headers._items = items
         return headers
 
@@ -109,30 +110,6 @@ class Headers:
         return f"Headers({self._items!r})"
 
 
-async def _empty() -> AsyncIterator[bytes]:
-    return
-    yield b""  # pragma: no cover - makes this an async generator
-
-
-async def _replay(chunks: list[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
-
-
-class BodyTooLarge(Exception):
-    """A body exceeded the limit given to `Request.buffer_body` (the server answers 413)."""
-
-
-async def limit_body(body: Body, limit: int) -> AsyncIterator[bytes]:
-    """Pass a body through, raising BodyTooLarge once more than `limit` bytes went by (chunked uploads)."""
-    size = 0
-    async for chunk in body:
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"request body over {limit} bytes")
-        yield chunk
-
-
 class Request:
     """One HTTP/1.1 request as the proxy received it; policies may edit headers and target."""
 
@@ -146,7 +123,7 @@ class Request:
         self.path = path
         self.query = query
         self.headers = headers
-        self.body: Body = body if body is not None else _empty()
+        self.body: Body = body if body is not None else empty_body()
         self.version = version
         self.content_length = content_length  # None: chunked or no body
         self.host = headers.get("host", "") or ""
@@ -166,13 +143,13 @@ class Request:
         """Read the whole body (at most `limit` bytes, else BodyTooLarge) and make it replayable."""
         if self._buffered is None:
             self._buffered = [chunk async for chunk in limit_body(self.body, limit)]
-        self.body = _replay(self._buffered)
+        self.body = replayed(self._buffered)
         return b"".join(self._buffered)
 
     def fresh_body(self) -> Body:
         """A new iterator over a buffered body (for each retry attempt); the live stream otherwise."""
         if self._buffered is not None:
-            self.body = _replay(self._buffered)
+            self.body = replayed(self._buffered)
         return self.body
 
 
@@ -219,15 +196,15 @@ class Response:
 class ProxyError(Exception):
     """A failure the server answers with `status` and a JSON body `{"error": code, "message": ...}`."""
 
-    status = 500
-    code = "proxy_error"
+    # This kind's status and code (an instance may be given others). Set on each instance in
+    # __init__: compiled (mypyc) exceptions do not inherit class-level instance defaults.
+    default_status: ClassVar[int] = 500
+    default_code: ClassVar[str] = "proxy_error"
 
     def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
         super().__init__(message)
-        if status is not None:
-            self.status = status
-        if code is not None:
-            self.code = code
+        self.status = self.default_status if status is None else status
+        self.code = self.default_code if code is None else code
 
     def response(self) -> Response:
         """The downstream answer for this error."""
@@ -237,29 +214,29 @@ class ProxyError(Exception):
 class UpstreamConnectError(ProxyError):
     """The upstream refused or dropped the connection before answering (502); safe to retry."""
 
-    status = 502
-    code = "upstream_unavailable"
+    default_status = 502
+    default_code = "upstream_unavailable"
 
 
 class UpstreamTimeout(ProxyError):
     """The upstream did not answer within the route timeout or deadline (504)."""
 
-    status = 504
-    code = "upstream_timeout"
+    default_status = 504
+    default_code = "upstream_timeout"
 
 
 class ClientTimeout(ProxyError):
     """The client was too slow sending its request (408; the server closes the connection)."""
 
-    status = 408
-    code = "request_timeout"
+    default_status = 408
+    default_code = "request_timeout"
 
 
 class NoRoute(ProxyError):
     """No route matches the request (404)."""
 
-    status = 404
-    code = "no_route"
+    default_status = 404
+    default_code = "no_route"
 
 
 class Exchange:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from proxy.sharedlimits import SharedTatTable
+
+class TatTable(Protocol):
+    """Theoretical arrival times shared by processes (`proxy.sharedlimits.SharedTatTable`)."""
+
+    def take(self, key_hash: int, now: float, interval: float, tolerance: float) -> tuple[bool, float]:
+        """One GCRA step for `key_hash`: (allowed, the key's TAT before this request, at least `now`)."""
+        ...
 
 
 class Verdict:
@@ -72,7 +77,7 @@ class Gcra:
     """
 
     def __init__(self, rate_per_s: float, burst: int, max_keys: int = 100_000,
-                 shared: SharedTatTable | None = None, name: str = "") -> None:
+                 shared: TatTable | None = None, name: str = "") -> None:
         if rate_per_s <= 0 or burst < 1:
             raise ValueError("rate_per_s must be > 0 and burst >= 1")
         self.rate_per_s = rate_per_s

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import random
 
+from proxy.bodies import BodyTooLarge
 from proxy.circuit import open_response
-from proxy.policy import BodyTooLarge, CallNext, Exchange, Response, UpstreamConnectError, UpstreamTimeout
+from proxy.policy import CallNext, Exchange, Response, UpstreamConnectError, UpstreamTimeout
 from proxy.retry import backoff_s
 from proxy.sidecar_registry import Upstream
 

@@ -7,7 +7,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.policy import BodyTooLarge, CallNext, Exchange, NoRoute, Response, limit_body
+from proxy.bodies import BodyTooLarge, limit_body
+from proxy.policy import CallNext, Exchange, NoRoute, Response
 from proxy.upstream import Cluster
 
 

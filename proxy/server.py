@@ -18,15 +18,14 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import cast
+from typing import Any, ClassVar, cast
 
 import httptools
 
+from proxy.bodies import Body, BodyTooLarge
 from proxy.flow import WriteFlow
 from proxy.headers import encode_fields
 from proxy.policy import (
-    Body,
-    BodyTooLarge,
     CallNext,
     ClientTimeout,
     Exchange,
@@ -97,8 +96,8 @@ def http_date(seconds: float) -> str:
 class _Clock:
     """Cached `Date` header value, refreshed once a second."""
 
-    second = 0
-    value = b""
+    second: ClassVar[int] = 0
+    value: ClassVar[bytes] = b""
 
     @classmethod
     def date(cls) -> bytes:
@@ -318,7 +317,8 @@ class HttpServerProtocol(WriteFlow):
             path, query = "*", ""
         else:
             try:
-                parsed = httptools.parse_url(self.url)
+                # Any: httptools' stub types a URL's parts as bytes, and absent ones are None
+                parsed: Any = httptools.parse_url(self.url)
             except httptools.HttpParserInvalidURLError:
                 self._reject(400, "bad_request", "malformed request target")
                 return None
@@ -363,8 +363,8 @@ class HttpServerProtocol(WriteFlow):
         except ProxyError as exc:
             response = exc.response()
             close_after = isinstance(exc, ClientTimeout)
-        except BodyTooLarge as exc:
-            response = ProxyError(str(exc), 413, "body_too_large").response()
+        except BodyTooLarge as too_large:  # not `exc`: compiled, a name keeps its first type (ProxyError)
+            response = ProxyError(str(too_large), 413, "body_too_large").response()
             close_after = True
         except ClientGone:
             exchange.complete(499)
@@ -583,7 +583,8 @@ class HttpServer:
             lambda: HttpServerProtocol(self), self.host, self.port, ssl=self.ssl, backlog=self.backlog,
             reuse_address=True, reuse_port=self.reuse_port or None,
         )
-        self.port = self._server.sockets[0].getsockname()[1]
+        # Any: uvloop's Server.sockets is a list, asyncio's a tuple (compiled code checks the type)
+        self.port = cast(Any, self._server).sockets[0].getsockname()[1]
         settle_heap()
 
     async def stop(self, timeout_s: float = 10.0) -> None:

@@ -243,8 +243,8 @@ class BatchSpanProcessor:
         self._queue: deque[FinishedSpan | bytes] = deque()
         self._wake = threading.Event()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="gatewatch-span-export", daemon=True)
-        self._thread.start()
+        self._export_thread = threading.Thread(target=self._run, name="gatewatch-span-export", daemon=True)
+        self._export_thread.start()
 
     def on_end(self, span: FinishedSpan) -> None:
         """Queue one span; wake the export thread once a batch is ready."""
@@ -265,9 +265,9 @@ class BatchSpanProcessor:
         exporter is shut down first so that retries against an unreachable collector end at once."""
         self._stopping = True
         self._wake.set()
-        self._thread.join(timeout_s)
+        self._export_thread.join(timeout_s)
         self.exporter.shutdown()
-        self._thread.join(1.0)
+        self._export_thread.join(1.0)
 
     def _run(self) -> None:
         while not self._stopping:

@@ -11,13 +11,14 @@ import asyncio
 import ssl as ssl_module
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import cast
 
 import httptools
 
+from proxy.bodies import upstream_body
 from proxy.deadlines import Deadlines
 from proxy.flow import WriteFlow
 from proxy.headers import encode_fields, response_headers_from_upstream, upstream_request_headers
@@ -412,7 +413,7 @@ class UpstreamCaller:
             self.pool.release(conn)
             return Response(conn.status, response_headers, body)
         return Response(
-            conn.status, response_headers, self._stream(conn, wait_s), content_length=content_length,
+            conn.status, response_headers, upstream_body(self.pool, conn, wait_s), content_length=content_length,
         )
 
     async def _write_body(self, conn: _UpstreamProtocol, request: Request, buffer: bytearray) -> None:
@@ -441,19 +442,6 @@ class UpstreamCaller:
             buffer += b"0\r\n\r\n"
         if buffer:
             transport.write(buffer)
-
-    async def _stream(self, conn: _UpstreamProtocol, wait_s: float | None) -> AsyncIterator[bytes]:
-        done = False
-        try:
-            while True:
-                chunk = await conn.next_chunk(wait_s)
-                if chunk is None:
-                    done = True
-                    return
-                yield chunk
-        finally:
-            # An abandoned body (client gone, error) leaves the connection mid-message: close it.
-            self.pool.release(conn) if done else self.pool.discard(conn)
 
     def close(self) -> None:
         """Close pooled connections."""

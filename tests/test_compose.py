@@ -191,3 +191,5 @@ def test_dockerfile_builds_the_package_on_python_311_slim():
     assert re.search(r"^USER ", dockerfile, re.M), "the image must not run as root"
     for package in ("gatewatch", "proxy", "collector", "pipelines", "detectors", "dashboards", "demo"):
         assert f"COPY {package} " in dockerfile, f"{package} missing from the image"
+    # the proxies' compiled request path is built in the image, for its interpreter, not copied in
+    assert "gatewatch dev compile" in dockerfile and "proxy/_compiled/" in (ROOT / ".dockerignore").read_text()

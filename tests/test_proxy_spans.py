@@ -239,4 +239,4 @@ def test_shutdown_is_bounded_when_the_collector_is_unreachable() -> None:
     thread.start()
     thread.join(10)
     assert started.is_set() and not thread.is_alive() and exporter.stopped.is_set()
-    assert not processor._thread.is_alive()  # the queued batches failed fast once the exporter stopped
+    assert not processor._export_thread.is_alive()  # the queued batches failed fast once the exporter stopped

@@ -13,9 +13,9 @@ _SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\
 
 
 def run(url: str, connections: int, duration_s: int, headers: list[str] | None = None,
-        script: Path | None = None) -> dict[str, float]:
-    """Run `wrk -t1` for `duration_s`: requests/s, latency percentiles (ms), non-2xx and socket errors."""
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
+        script: Path | None = None, threads: int = 1) -> dict[str, float]:
+    """Run `wrk -t<threads>` for `duration_s`: requests/s, latency percentiles (ms), non-2xx and socket errors."""
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
     for header in headers or []:
         command += ["-H", header]
     if script is not None:
@@ -79,9 +79,10 @@ def scheduled_connections(rate: float, period_s: float = 0.008) -> int:
     return max(2, math.ceil(rate * period_s))
 
 
-def scheduled_script(prefix: Path, rate: float) -> Path:
+def scheduled_script(prefix: Path, rate: float, threads: int = 1) -> Path:
     """wrk Lua: request send times on one schedule of `rate` per second shared by all connections
-    (as wrk2 does); a connection waits for the next free slot, late slots are sent at once."""
-    script = prefix / f"scheduled_{int(rate)}.lua"
-    script.write_text(_SCHEDULED.format(interval_ms=1000.0 / rate))
+    (as wrk2 does); a connection waits for the next free slot, late slots are sent at once. Each wrk
+    thread has its own Lua state, so with `threads` each keeps a schedule of `rate / threads`."""
+    script = prefix / f"scheduled_{int(rate)}_{threads}.lua"
+    script.write_text(_SCHEDULED.format(interval_ms=1000.0 * threads / rate))
     return script

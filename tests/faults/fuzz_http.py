@@ -81,7 +81,8 @@ class HttpFuzzer:
         return outcome
 
     async def _feed(self, pieces: list[bytes]) -> HttpOutcome:
-        from proxy.policy import Exchange, Response, limit_body
+        from proxy.bodies import limit_body
+        from proxy.policy import Exchange, Response
         from proxy.server import HttpServer, HttpServerProtocol, ServerLimits
 
         handled = 0

@@ -29,7 +29,8 @@ class Seen:
 @contextmanager
 def echo_server(max_body: int = 1 << 16, delay_s: float = 0.0) -> Iterator[tuple[int, Seen]]:
     """The proxy's HttpServer with a handler that reads the body and answers 200 (after `delay_s`); yields its port."""
-    from proxy.policy import Exchange, Response, limit_body
+    from proxy.bodies import limit_body
+    from proxy.policy import Exchange, Response
     from proxy.server import HttpServer, ServerLimits
 
     seen = Seen()
