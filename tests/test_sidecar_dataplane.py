@@ -124,6 +124,7 @@ def test_gatewatch_sidecar_runs_the_data_plane_with_the_token_off_its_command_li
                       "tls: {enabled: false}\ntracing: {enabled: false}\n")
     env = {**os.environ, "GATEWATCH_CONTROL_PLANE_URL": f"http://127.0.0.1:{free_port()}",
            "GATEWATCH_CONTROL_TOKEN": "tok-secret-42"}
+    env.pop("GATEWATCH_COMPILED", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "gatewatch", "sidecar", "--service", "checkout", "--config", str(config),
          "--data-dir", str(tmp_path)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -137,6 +138,7 @@ def test_gatewatch_sidecar_runs_the_data_plane_with_the_token_off_its_command_li
         _, stderr = process.communicate(timeout=20)
     assert b"proxy.sidecar_main" in command and not any(b"tok-secret-42" in part for part in command)
     assert "pydantic_core" not in maps  # the validating interpreter is gone: exec'd, not forked
+    assert "_compiled" not in maps  # plain Python by default: the compiled build costs RSS (Sidecar → Memory)
     assert process.returncode == 0
     assert b"tok-secret-42" not in stderr and b"control plane unreachable" in stderr
 
