@@ -2,7 +2,7 @@
 
 mypyc compiles these modules as they are (their type hints are the C types) to one extension that
 serves a gateway request in ~25% less CPU than the interpreter (README Proxy performance). The build
-goes to `proxy/_compiled/` (`python -m proxy.compiled`, run by `make install`). `proxy/__init__`
+goes to `proxy/_compiled/` (`gatewatch dev compile`, run by `make install`). `proxy/__init__`
 puts it first on the package's path only when it was built from the current sources for this
 interpreter, so an edited module is never shadowed by a stale build; without a build, or with
 GATEWATCH_COMPILED=0, the same modules run as plain Python.
@@ -10,16 +10,11 @@ GATEWATCH_COMPILED=0, the same modules run as plain Python.
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import os
-import sys
-import sysconfig
-from pathlib import Path
+from importlib.machinery import EXTENSION_SUFFIXES
 
-from gatewatch.errors import GatewatchError
-
-log = logging.getLogger(__name__)
+# Only os at import: every proxy process imports this module first, and the sidecar's data
+# plane counts its RSS (hashlib alone, with OpenSSL's libcrypto, was 0.8 MB of it).
 
 # The request path of both proxies. Left out: what mypyc cannot compile (async generators: see
 # proxy/bodies.py), what pydantic reads at run time (config, admission, the breaker's and retry's
@@ -30,40 +25,60 @@ COMPILED_MODULES = (
     "otlpwire", "policy", "ratelimit", "retrying", "routing", "server", "sharedlimits", "sidecar_metrics",
     "sidecar_routing", "sidecar_tracing", "spans", "tracing", "upstream",
 )
-PACKAGE_DIR = Path(__file__).resolve().parent
-BUILD_DIR = PACKAGE_DIR / "_compiled"
-STAMP = BUILD_DIR / "stamp"
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+BUILD_DIR = os.path.join(PACKAGE_DIR, "_compiled")
 DISABLE_ENV = "GATEWATCH_COMPILED"
 # The extension every compiled module's stub loads its code from (a module of this package).
 GROUP = "proxy._compiled_group"
+# This interpreter's extension suffix (ABI and platform: ".cpython-311-x86_64-linux-gnu.so").
+_SUFFIX = EXTENSION_SUFFIXES[0]
+
+
+def stamp_path() -> str:
+    """The file that holds the digest of the sources the build was made from."""
+    return os.path.join(BUILD_DIR, "stamp")
 
 
 def source_digest() -> str:
     """What a build must have been made from: this interpreter's ABI and the modules' sources."""
-    digest = hashlib.sha256(f"{sys.implementation.cache_tag} {sysconfig.get_platform()}".encode())
+    import hashlib
+
+    digest = hashlib.sha256(_SUFFIX.encode())
     for name in COMPILED_MODULES:
-        digest.update(name.encode() + b"\0" + (PACKAGE_DIR / f"{name}.py").read_bytes())
+        with open(os.path.join(PACKAGE_DIR, f"{name}.py"), "rb") as source:
+            digest.update(name.encode() + b"\0" + source.read())
     return digest.hexdigest()
+
+
+def built_from() -> str | None:
+    """The digest in the build's stamp; None when there is no build."""
+    try:
+        with open(stamp_path()) as stamp:
+            return stamp.read().strip()
+    except OSError:
+        return None
 
 
 def package_path(path: list[str]) -> list[str]:
     """The proxy package's `__path__`: the compiled build first when it matches the sources."""
     if os.environ.get(DISABLE_ENV, "1") == "0":
         return path
-    try:
-        built_from = STAMP.read_text().strip()
-    except OSError:
+    digest = built_from()
+    if digest is None:
         return path  # never built: plain Python
-    if built_from != source_digest():
-        log.warning("proxy/_compiled was built from other sources: plain Python until "
-                    "`gatewatch dev compile` (make install) rebuilds it")
+    if digest != source_digest():
+        import logging
+
+        logging.getLogger(__name__).warning(
+            "proxy/_compiled was built from other sources: plain Python until "
+            "`gatewatch dev compile` (make install) rebuilds it")
         return path
-    return [str(BUILD_DIR / "proxy"), *path]
+    return [os.path.join(BUILD_DIR, "proxy"), *path]
 
 
 def is_compiled(module: object) -> bool:
     """True when `module` was loaded from the compiled build."""
-    return str(getattr(module, "__file__", "")).endswith(sysconfig.get_config_var("EXT_SUFFIX") or ".so")
+    return str(getattr(module, "__file__", "")).endswith(_SUFFIX)
 
 
 def build() -> bool:
@@ -71,10 +86,12 @@ def build() -> bool:
 
     Raises GatewatchError when mypy or the C compiler fails (a partial build is removed).
     """
-    import shutil  # here, not at the top: the sidecar's data plane imports this module
+    import shutil
+
+    from gatewatch.errors import GatewatchError
 
     digest = source_digest()
-    if STAMP.exists() and STAMP.read_text().strip() == digest:
+    if built_from() == digest:
         return False
     shutil.rmtree(BUILD_DIR, ignore_errors=True)
     try:
@@ -85,7 +102,8 @@ def build() -> bool:
             f"compiling the proxies with mypyc failed ({exc or 'see the messages above'}); "
             f"{DISABLE_ENV}=0 skips the build and runs plain Python"
         ) from None
-    STAMP.write_text(digest + "\n")
+    with open(stamp_path(), "w") as stamp:
+        stamp.write(digest + "\n")
     return True
 
 
@@ -97,12 +115,12 @@ def _compile() -> None:
 
     with tempfile.TemporaryDirectory(prefix="gatewatch-mypyc-") as scratch:
         extensions = mypycify(
-            [str(PACKAGE_DIR / f"{name}.py") for name in COMPILED_MODULES],
-            group_name=GROUP, target_dir=str(Path(scratch) / "c"),
+            [os.path.join(PACKAGE_DIR, f"{name}.py") for name in COMPILED_MODULES],
+            group_name=GROUP, target_dir=os.path.join(scratch, "c"),
         )
         # A bare Distribution: setup() would read (and re-validate) the project's pyproject.toml.
         distribution = Distribution({"name": "gatewatch-compiled", "ext_modules": extensions})
         command = distribution.get_command_obj("build_ext")
-        command.build_lib = str(BUILD_DIR)
-        command.build_temp = str(Path(scratch) / "o")
+        command.build_lib = BUILD_DIR
+        command.build_temp = os.path.join(scratch, "o")
         distribution.run_command("build_ext")

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_suite_runs_the_compiled_request_path_when_it_is_built() -> None:
-    if os.environ.get(compiled.DISABLE_ENV) == "0" or not compiled.STAMP.exists():
+    if os.environ.get(compiled.DISABLE_ENV) == "0" or compiled.built_from() is None:
         pytest.skip("no compiled build (make install builds it)")
     assert compiled.is_compiled(proxy.server), "a current build exists but the plain module was loaded"
     assert all(compiled.is_compiled(sys.modules[f"proxy.{name}"])
@@ -29,8 +29,7 @@ def test_the_suite_runs_the_compiled_request_path_when_it_is_built() -> None:
 def test_only_a_build_of_the_current_sources_goes_on_the_package_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(compiled, "BUILD_DIR", tmp_path)
-    monkeypatch.setattr(compiled, "STAMP", tmp_path / "stamp")
+    monkeypatch.setattr(compiled, "BUILD_DIR", str(tmp_path))
     monkeypatch.delenv(compiled.DISABLE_ENV, raising=False)
     plain = ["/src/proxy"]
     assert compiled.package_path(plain) == plain  # never built
@@ -48,8 +47,8 @@ def test_only_a_build_of_the_current_sources_goes_on_the_package_path(
 
 def test_the_digest_covers_every_compiled_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in compiled.COMPILED_MODULES:
-        (tmp_path / f"{name}.py").write_bytes((compiled.PACKAGE_DIR / f"{name}.py").read_bytes())
-    monkeypatch.setattr(compiled, "PACKAGE_DIR", tmp_path)
+        (tmp_path / f"{name}.py").write_bytes((Path(compiled.PACKAGE_DIR) / f"{name}.py").read_bytes())
+    monkeypatch.setattr(compiled, "PACKAGE_DIR", str(tmp_path))
     before = compiled.source_digest()
     (tmp_path / "headers.py").write_text((tmp_path / "headers.py").read_text() + "\n# edited\n")
     assert compiled.source_digest() != before
