@@ -20,10 +20,18 @@ class BodyTooLarge(Exception):
     """A body exceeded the limit given to `Request.buffer_body` (the server answers 413)."""
 
 
-async def empty_body() -> AsyncIterator[bytes]:
-    """A body without chunks."""
-    return
-    yield b""  # pragma: no cover - makes this an async generator
+class _EmptyBody:
+    """A body without chunks. Stateless, so one serves every bodiless request (an async generator
+    a request was ~0.4% of the gateway's CPU)."""
+
+    def __aiter__(self) -> _EmptyBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        raise StopAsyncIteration
+
+
+EMPTY_BODY: Body = _EmptyBody()
 
 
 async def replayed(chunks: list[bytes]) -> AsyncIterator[bytes]:

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from proxy.bodies import Body, empty_body, limit_body, replayed
+from proxy.bodies import EMPTY_BODY, Body, limit_body, replayed
 
 if TYPE_CHECKING:
     from proxy.upstream import Cluster, Endpoint
@@ -123,7 +123,7 @@ class Request:
         self.path = path
         self.query = query
         self.headers = headers
-        self.body: Body = body if body is not None else empty_body()
+        self.body: Body = body if body is not None else EMPTY_BODY
         self.version = version
         self.content_length = content_length  # None: chunked or no body
         self.host = headers.get("host", "") or ""
