@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml | $(PY)
 
 ## install: the virtualenv, the package, and the proxies' request path compiled with mypyc
 ## (proxy/compiled.py; a no-op when current; GATEWATCH_COMPILED=0 skips it and runs plain Python)
+## Bytecode too, as pip writes for an installed wheel: an editable install has none, and where
+## PYTHONDONTWRITEBYTECODE is set every process compiled our modules from source at start (~1 MB of
+## a sidecar's RSS). A stale .pyc is never used: Python checks it against its source.
 install: $(STAMP)
 	@$(BIN)/gatewatch dev compile
+	@$(PY) -m compileall -q gatewatch proxy collector pipelines detectors dashboards demo >/dev/null
 
 ## demo: install, run the whole loop on the embedded default, print its summary
 demo: install
