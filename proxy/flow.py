@@ -32,3 +32,38 @@ class WriteFlow(asyncio.Protocol):
         while self.write_paused and not self.connection_ended():
             self.drain_waiter = asyncio.get_running_loop().create_future()
             await self.drain_waiter
+
+
+class WriteBatch:
+    """Whole messages held until the end of the loop pass that made them, then written back to back.
+
+    Writing to a socket whose reader sleeps wakes the reader: on a virtual machine an interrupt to
+    another CPU and an exit to the hypervisor, paid by the writer. Written one by one as a burst of
+    requests is handled, every write found its reader (upstream or client) asleep again; written
+    together, the first wakes it and the rest find it running. That cut the gateway's p99 at half
+    its max rate from +5 to +12 ms to about +1.5 to +2 ms (README, Proxy performance).
+    """
+
+    def __init__(self) -> None:
+        self._held: list[tuple[asyncio.Transport, bytes | bytearray]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def write(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, data: bytes | bytearray) -> None:
+        """Write `data` to `transport` at the end of this pass of `loop` (the caller's running loop)."""
+        if not self._held:
+            self._loop = loop
+            loop.call_soon(self.flush)
+        elif loop is not self._loop:  # one owner used from two loops (tests): no shared pass to wait for
+            transport.write(data)
+            return
+        self._held.append((transport, data))
+
+    def flush(self) -> None:
+        """Write everything held: before a direct write to, or the close of, a transport that may have some."""
+        held, self._held = self._held, []
+        for transport, data in held:
+            if not transport.is_closing():  # closed meanwhile (peer reset, failed exchange): nothing to deliver
+                transport.write(data)
+
+    def __len__(self) -> int:
+        return len(self._held)

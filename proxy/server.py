@@ -23,7 +23,7 @@ from typing import Any, ClassVar, cast
 import httptools
 
 from proxy.bodies import Body, BodyTooLarge
-from proxy.flow import WriteFlow
+from proxy.flow import WriteBatch, WriteFlow
 from proxy.headers import encode_fields
 from proxy.policy import (
     CallNext,
@@ -441,7 +441,8 @@ class HttpServerProtocol(WriteFlow):
         head, _, keep_alive = self._head(request, response, keep_alive)
         if request.method != "HEAD":
             head += cast(bytes, response.body)
-        self._write(head)
+        if self.transport is not None and not self.closing:
+            self.server.writes.write(self.loop, self.transport, head)
         return keep_alive
 
     async def _send(self, request: Request, response: Response, keep_alive: bool) -> bool:
@@ -474,6 +475,8 @@ class HttpServerProtocol(WriteFlow):
 
     def _write(self, data: bytes | bytearray) -> None:
         if self.transport is not None and not self.closing:
+            if self.server.writes:
+                self.server.writes.flush()  # an answer held for this pass goes first
             self.transport.write(data)
 
     # errors and timeouts
@@ -515,6 +518,8 @@ class HttpServerProtocol(WriteFlow):
     def _close(self) -> None:
         if self.transport is not None and not self.closing:
             self.closing = True
+            if self.server.writes:
+                self.server.writes.flush()  # the last answer is delivered before the close
             self.transport.close()
 
     def _arm_timer(self, delay: float) -> None:
@@ -570,6 +575,7 @@ class HttpServer:
         self.tasks: set[asyncio.Task[None]] = set()
         self.draining = False
         self._server: asyncio.Server | None = None
+        self.writes = WriteBatch()  # whole answers, written at the end of each loop pass
 
     def shed(self, reason: str) -> None:
         """Count one request or connection refused by admission control."""

@@ -20,7 +20,7 @@ import httptools
 
 from proxy.bodies import upstream_body
 from proxy.deadlines import Deadlines
-from proxy.flow import WriteFlow
+from proxy.flow import WriteBatch, WriteFlow
 from proxy.headers import encode_fields, response_headers_from_upstream, upstream_request_headers
 from proxy.policy import (
     Exchange,
@@ -270,6 +270,7 @@ class ConnectionPool:
     def __init__(self, max_idle_per_endpoint: int = 64) -> None:
         self.max_idle = max_idle_per_endpoint
         self.deadlines = Deadlines()  # response timeouts of this pool's exchanges, one sweep timer
+        self.writes = WriteBatch()  # bodiless requests, written at the end of each loop pass
         self._idle: dict[Endpoint, list[_UpstreamProtocol]] = {}
         self._all: set[_UpstreamProtocol] = set()
 
@@ -399,7 +400,7 @@ class UpstreamCaller:
                 await self._write_body(conn, exchange.request, bytearray(head_bytes))
             else:  # the usual case: the whole request in one write, no coroutine for it
                 assert conn.transport is not None
-                conn.transport.write(head_bytes)
+                self.pool.writes.write(conn.loop, conn.transport, head_bytes)
             assert conn.headers_future is not None
             await _with_timeout(self.pool.deadlines, conn.headers_future, wait_s)
         except BaseException:
