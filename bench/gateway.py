@@ -1,14 +1,19 @@
 """Gateway benchmark with wrk, in one run: (a) the upstream direct, (b) Debian nginx (one worker) as
 reverse proxy, (c) the gatewatch gateway with JWT auth, rate limiting and 100% tracing exported over
 OTLP/HTTP, as one process and (d) as `workers: 2` processes (GATEWAY_BENCH_WORKERS; 1 skips it).
-Spans go to an OTLP sink in the same nginx (as in bench/sidecar.py): every span is encoded and
+The upstream is an nginx process of its own that every target shares, so the proxy nginx's one worker
+only proxies, as the gateway does. (Until session 8 the proxy and the upstream shared one worker:
+that worker spent ~8 us a request serving 'ok' too, which held nginx's max to ~41k requests/s against
+~57k on its own.)
+Spans go to an OTLP sink in the upstream nginx (as in bench/sidecar.py): every span is encoded and
 POSTed, and the gateway's `gatewatch_proxy_spans` counters show that none was dropped. (A collector
 here would compete for the 2 cores, and with no pipeline behind it its embedded span log fills at
 100k spans and then refuses them: it has bench/collector.py.)
 Max throughput (closed loop), then latency at half of each gateway's max rate: requests
 sent on one fixed-rate schedule shared by all connections (wrk's Lua `delay`, as wrk2 paces), and for
 comparison with earlier reports, 8 connections each waiting a fixed delay, which keeps them in phase
-so requests arrive in bursts of 8. Prints a table and writes bench/results/gateway.json."""
+so requests arrive in bursts of 8. nginx's own added latency on the paced schedule is printed as the
+reference for what one proxy hop costs on the machine. Prints a table and writes bench/results/gateway.json."""
 
 from __future__ import annotations
 
@@ -41,18 +46,15 @@ SPAN_DRAIN_S = 2.0  # > the proxies' 0.2 s export delay: every partial batch has
 SECRET = b"bench-secret-of-thirty-two-bytes"
 
 
-def nginx_conf(prefix: Path, upstream_port: int, proxy_port: int, sink_port: int) -> Path:
-    """One nginx (one worker): a static upstream answering 'ok', a keep-alive reverse proxy to it,
-    and the OTLP sink."""
+def proxy_conf(prefix: Path, upstream_port: int, proxy_port: int) -> Path:
+    """The proxy nginx (one worker): a keep-alive reverse proxy to the upstream, nothing else."""
     return nginx.write_conf(prefix, f"""
   upstream app {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
-{nginx.static_server(upstream_port)}
   server {{
     listen 127.0.0.1:{proxy_port};
     location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; }}
-  }}
-{nginx.otlp_sink_server(prefix, sink_port)}""")
+  }}""")
 
 
 def gateway_conf(prefix: Path, upstream_port: int, port: int, admin_port: int, workers: int = 1) -> Path:
@@ -105,8 +107,13 @@ def main() -> int:
            f"http://127.0.0.1:{otlp_port}"}
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        nginx_process = nginx.start(prefix, nginx_conf(prefix, upstream_port, nginx_port, otlp_port),
-                                    [upstream_port, nginx_port, otlp_port])
+        upstream_prefix, proxy_prefix = prefix / "upstream", prefix / "proxy"
+        for directory in (upstream_prefix, proxy_prefix):
+            directory.mkdir()
+        upstream_process = nginx.start(upstream_prefix, nginx.upstream_conf(upstream_prefix, upstream_port, otlp_port),
+                                       [upstream_port, otlp_port])
+        processes.append(upstream_process)
+        nginx_process = nginx.start(proxy_prefix, proxy_conf(proxy_prefix, upstream_port, nginx_port), [nginx_port])
         processes.append(nginx_process)
         gateway = subprocess.Popen(
             [str(ROOT / ".venv/bin/gatewatch"), "gateway", "--config",
@@ -140,13 +147,11 @@ def main() -> int:
         if multi is not None:
             wrk(targets[multi_name][0], 8, auth)
         workers = nginx.worker_pids(nginx_process)
-        # CPU per request: nginx's worker serves the upstream too, so its proxy share is nginx - direct;
-        # the gateway's is its own process (event loop + span export thread).
-        serving = {"direct": workers, "nginx": workers, "gatewatch": [gateway.pid]}
+        # CPU per request: each target's own serving processes (the gateway: event loop + span export thread)
+        serving = {"direct": nginx.worker_pids(upstream_process), "nginx": workers, "gatewatch": [gateway.pid]}
         if multi is not None:  # the master only supervises: its workers are its children
             serving[multi_name] = child_pids(multi.pid)
         peak = {name: measured(url, headers, serving[name]) for name, (url, headers) in targets.items()}
-        peak["nginx"]["cpu_us_per_request"] -= peak["direct"]["cpu_us_per_request"]
         rate = peak["gatewatch"]["rps"] / 2
         schedule, scheduled_conns = scheduled_script(prefix, rate), scheduled_connections(rate)
         single = {name: target for name, target in targets.items() if name != multi_name}
@@ -163,7 +168,7 @@ def main() -> int:
         spans = {"gatewatch": span_outcomes(admin_port)}
         if multi is not None:
             spans[multi_name] = span_outcomes(admin2_port)
-        sink = nginx.sink_batches(prefix)
+        sink = nginx.sink_batches(upstream_prefix)
         gateway_rss = rss_mb(gateway.pid)
         multi_rss = sum(rss_mb(pid) for pid in serving[multi_name]) if multi is not None else 0.0
         nginx_rss = rss_mb(nginx_process.pid) + sum(rss_mb(pid) for pid in workers)
@@ -173,6 +178,9 @@ def main() -> int:
         shutil.rmtree(prefix, ignore_errors=True)
     added_p50 = paced["gatewatch"]["p50_ms"] - paced["direct"]["p50_ms"]
     added_p99 = paced["gatewatch"]["p99_ms"] - paced["direct"]["p99_ms"]
+    # nginx on the same schedule: how much of the budget one proxy hop costs on this machine at all
+    nginx_p50 = paced["nginx"]["p50_ms"] - paced["direct"]["p50_ms"]
+    nginx_p99 = paced["nginx"]["p99_ms"] - paced["direct"]["p99_ms"]
     burst_p50 = bursts["gatewatch"]["p50_ms"] - bursts["direct"]["p50_ms"]
     burst_p99 = bursts["gatewatch"]["p99_ms"] - bursts["direct"]["p99_ms"]
     ratio = peak["gatewatch"]["rps"] / peak["nginx"]["rps"]
@@ -186,7 +194,7 @@ def main() -> int:
               f"{a['cpu_us_per_request']:>11.1f}   |"
               f"{b['rps']:>10.0f}{b.get('p50_ms', 0):>9.2f}{b.get('p99_ms', 0):>9.2f}   |"
               f"{c['rps']:>10.0f}{c.get('p50_ms', 0):>9.2f}{c.get('p99_ms', 0):>9.2f}")
-    print("CPU us/req: direct = nginx serving 'ok'; nginx = its proxy share (worker minus direct); "
+    print("CPU us/req: direct = the upstream nginx serving 'ok'; nginx = the proxy nginx's worker; "
           "gatewatch = the gateway process")
     print(f"paced: {rate:.0f} rps (half of the gateway's max) on one schedule over {scheduled_conns} connections; "
           f"burst: {PACED_CONNECTIONS} connections each waiting a fixed delay (in phase, so in bursts)")
@@ -194,7 +202,8 @@ def main() -> int:
     print(f"added latency over direct at half max rate: p50 {added_p50:+.2f} ms (target <= 0.5), "
           f"p99 {added_p99:+.2f} ms (target <= 2); in bursts of {PACED_CONNECTIONS}: p50 {burst_p50:+.2f} ms, "
           f"p99 {burst_p99:+.2f} ms")
-    print(f"RSS: gateway {gateway_rss:.0f} MiB, nginx (master+worker, also serving the upstream) {nginx_rss:.0f} MiB")
+    print(f"reference: nginx on the same schedule adds p50 {nginx_p50:+.2f} ms, p99 {nginx_p99:+.2f} ms")
+    print(f"RSS: gateway {gateway_rss:.0f} MiB, proxy nginx (master+worker) {nginx_rss:.0f} MiB")
     errors = (peak["gatewatch"]["non_2xx"], paced["gatewatch"]["non_2xx"])
     print(f"non-2xx from the gateway: {errors[0]:.0f} peak, {errors[1]:.0f} paced")
     print(f"spans by export outcome: {spans}; OTLP batches at the sink by status: {sink}")
@@ -206,6 +215,7 @@ def main() -> int:
         "bursts": bursts, "throughput_vs_nginx": ratio,
         "added_latency_ms": {"p50": added_p50, "p99": added_p99},
         "added_latency_in_bursts_ms": {"p50": burst_p50, "p99": burst_p99},
+        "nginx_added_latency_ms": {"p50": nginx_p50, "p99": nginx_p99},
         "rss_mb": {"gateway": gateway_rss, "nginx": nginx_rss},
         "load_average": {"before": load_before[0], "after": load_after[0]},
         "cpu_us_per_request": {name: peak[name]["cpu_us_per_request"] for name in targets},

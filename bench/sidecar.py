@@ -54,11 +54,6 @@ HOST = ["Host: server"]  # the caller sidecar routes by Host to the callee servi
 SIDECARS = ("client", "server")
 
 
-def nginx_conf(prefix: Path, app_port: int, sink_port: int) -> Path:
-    """The server ('ok') and the OTLP sink (200, empty protobuf body; one access-log line per batch)."""
-    return nginx.write_conf(prefix, f"{nginx.static_server(app_port)}\n{nginx.otlp_sink_server(prefix, sink_port)}")
-
-
 def sidecar_yaml(service: str, inbound: int, forward_to: int, outbound: int, callee_port: int,
                  pki: Path | None, admin: int = 0) -> str:
     tls = (f"{{enabled: true, ca: {pki}/ca.pem, cert: {pki}/{service}.pem, key: {pki}/{service}.key}}"
@@ -144,7 +139,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sidecar-bench-"))
     app_port, sink_port = procs.free_port(), procs.free_port()
     try:
-        server = nginx.start(workdir, nginx_conf(workdir, app_port, sink_port), [app_port, sink_port])
+        server = nginx.start(workdir, nginx.upstream_conf(workdir, app_port, sink_port), [app_port, sink_port])
         try:
             worker = nginx.worker_pids(server)[0]
             pki = make_pki(workdir / "pki", *SIDECARS)

@@ -51,6 +51,11 @@ def sink_batches(prefix: Path) -> dict[str, int]:
     return counts
 
 
+def upstream_conf(prefix: Path, app_port: int, sink_port: int) -> Path:
+    """nginx.conf for the benchmarks' upstream: a server answering 'ok' and the OTLP sink."""
+    return write_conf(prefix, f"{static_server(app_port)}\n{otlp_sink_server(prefix, sink_port)}")
+
+
 def write_conf(prefix: Path, http: str) -> Path:
     """nginx.conf in `prefix`: one worker, no access log, keep-alive without limit, `http` inside http {}."""
     conf = prefix / "nginx.conf"
