@@ -1,4 +1,4 @@
-"""OTLP wire encodings: request bodies in (protobuf, JSON, gzip/deflate) and responses out.
+"""OTLP wire encodings: request bodies in (protobuf, JSON; gzip, deflate, zstd or lz4) and responses out.
 
 OTLP/JSON differs from protobuf's canonical JSON in one way that matters here: trace and span
 ids are hex strings, not base64. Ids that are not valid hex become empty, so that the span is
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
+import sys
 import zlib
+from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import Any, Protocol
 
+import lz4.frame
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
@@ -22,6 +25,11 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from collector.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
+
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
 
 
 class Encoding(Enum):
@@ -45,30 +53,61 @@ def encoding_of(content_type: str) -> Encoding:
     )
 
 
+class _Decompressor(Protocol):
+    """zlib's decompressobj interface, which the zstd and lz4 frame decompressors share."""
+
+    def decompress(self, data: bytes, max_length: int = ..., /) -> bytes: ...
+
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
+
+
+def _zstd_decompressor(limit: int) -> _Decompressor:
+    """A zstd decoder whose window (which a frame declares, and the decoder allocates) stays near
+    `limit`: no frame needs a window larger than what it may expand to, and the standard
+    compression levels use at most 8 MiB. zstd's own cap is 128 MiB."""
+    window_log = min(27, max(23, (limit - 1).bit_length()))
+    return zstd.ZstdDecompressor(options={zstd.DecompressionParameter.window_log_max: window_log})
+
+
+# The Content-Encodings the OpenTelemetry Collector's OTLP/HTTP receiver accepts, but snappy; each
+# makes a decompressor for a body limit.
+_DECOMPRESSORS: dict[str, Callable[[int], _Decompressor]] = {
+    "gzip": lambda _: zlib.decompressobj(16 + zlib.MAX_WBITS),
+    "x-gzip": lambda _: zlib.decompressobj(16 + zlib.MAX_WBITS),
+    "deflate": lambda _: zlib.decompressobj(zlib.MAX_WBITS),  # HTTP's "deflate" is the zlib format
+    "zlib": lambda _: zlib.decompressobj(zlib.MAX_WBITS),
+    "zstd": _zstd_decompressor,
+    "lz4": lambda _: lz4.frame.LZ4FrameDecompressor(),  # the frame format, as the Collector sends it
+}
+# lz4 reports a corrupt frame as RuntimeError
+_CORRUPT = (zlib.error, zstd.ZstdError, RuntimeError, ValueError)
+
+
 def decompress(body: bytes, content_encoding: str, limit: int) -> bytes:
-    """The body without its Content-Encoding (gzip, deflate or identity), at most `limit` bytes."""
+    """The body without its Content-Encoding (identity, gzip, deflate/zlib, zstd, lz4), at most `limit` bytes."""
     name = content_encoding.strip().lower()
     if name in ("", "identity"):
         return body
-    if name in ("gzip", "x-gzip"):
-        wbits = 16 + zlib.MAX_WBITS
-    elif name == "deflate":
-        wbits = zlib.MAX_WBITS
-    else:
-        raise InvalidPayload(f"unsupported Content-Encoding {name!r}: use gzip, deflate or none")
-    return _inflate(body, wbits, limit, name)
+    decompressor = _DECOMPRESSORS.get(name)
+    if decompressor is None:
+        raise InvalidPayload(f"unsupported Content-Encoding {name!r}: use gzip, deflate, zlib, zstd, lz4 or none")
+    return _inflate(body, decompressor, limit, name)
 
 
-def _inflate(data: bytes, wbits: int, limit: int, name: str) -> bytes:
-    # Decompress member by member (gzip allows several) and never past the limit: a small
-    # compressed body must not expand into unbounded memory.
+def _inflate(data: bytes, decompressor: Callable[[int], _Decompressor], limit: int, name: str) -> bytes:
+    # Decompress member by member (gzip members, zstd and lz4 frames may follow one another) and
+    # never past the limit: a small compressed body must not expand into unbounded memory.
     out: list[bytes] = []
     size = 0
     while data:
-        inflater = zlib.decompressobj(wbits)
+        inflater = decompressor(limit)
         try:
             chunk = inflater.decompress(data, limit - size + 1)
-        except zlib.error as exc:
+        except _CORRUPT as exc:
             raise InvalidPayload(f"invalid {name} body: {exc}") from None
         size += len(chunk)
         if size > limit:

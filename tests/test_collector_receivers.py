@@ -7,11 +7,14 @@ import gzip
 import json
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 
 import grpc
 import httpx
+import lz4.frame
 import pytest
+from backports import zstd
 from google.protobuf import json_format
 from google.rpc import status_pb2
 from google.rpc.error_details_pb2 import RetryInfo
@@ -124,6 +127,22 @@ def test_protobuf_gzip_json_and_grpc_reach_the_span_log(collector, span_log, set
             message.key}
 
 
+def test_zstd_and_lz4_bodies_reach_the_span_log(collector, span_log, settings):
+    """The encodings the OpenTelemetry Collector's otlphttp exporter can send besides gzip."""
+    requests = [make_request(spans=6, per_trace=3) for _ in range(3)]
+    bodies = {
+        "zstd": zstd.compress(requests[0].SerializeToString()),
+        "lz4": lz4.frame.compress(requests[1].SerializeToString()),
+        "zlib": zlib.compress(requests[2].SerializeToString()),
+    }
+    for encoding, body in bodies.items():
+        assert post(collector, body, {**PROTOBUF, "content-encoding": encoding}).status_code == 200, encoding
+
+    messages = read_messages(span_log, settings.spans_topic, unique("z"), want_spans=18, timeout_s=5)
+    got = {s.span_id: s for m in messages for s in spans_of(ExportTraceServiceRequest.FromString(m.value))}
+    assert got == {s.span_id: s for r in requests for s in spans_of(r)}
+
+
 def _truncated() -> bytes:
     body = make_request(spans=4).SerializeToString()
     return body[: len(body) // 2]
@@ -145,7 +164,12 @@ BAD_HTTP = {
     "oversized body": (b"\x00" * (MAX_BODY + 1), PROTOBUF, 413),
     "bad gzip": (b"\x1f\x8b garbage", {**PROTOBUF, "content-encoding": "gzip"}, 400),
     "gzip bomb": (gzip.compress(b"\x00" * (MAX_BODY * 20)), {**PROTOBUF, "content-encoding": "gzip"}, 413),
+    "bad zstd": (b"(\xb5/\xfd garbage", {**PROTOBUF, "content-encoding": "zstd"}, 400),
+    "zstd bomb": (zstd.compress(b"\x00" * (MAX_BODY * 20)), {**PROTOBUF, "content-encoding": "zstd"}, 413),
+    "truncated lz4": (lz4.frame.compress(b"\x01" * 5000)[:-8], {**PROTOBUF, "content-encoding": "lz4"}, 400),
+    "lz4 bomb": (lz4.frame.compress(b"\x00" * (MAX_BODY * 20)), {**PROTOBUF, "content-encoding": "lz4"}, 413),
     "unknown content encoding": (make_request().SerializeToString(), {**PROTOBUF, "content-encoding": "br"}, 400),
+    "snappy": (make_request().SerializeToString(), {**PROTOBUF, "content-encoding": "snappy"}, 400),
     "only invalid ids": (_ids_all_invalid(), PROTOBUF, 400),
 }
 

@@ -6,7 +6,9 @@ import gzip
 import json
 import zlib
 
+import lz4.frame
 import pytest
+from backports import zstd
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from collector.codec import Encoding, decode_json, decode_protobuf, decompress, encode_response, encoding_of
@@ -143,6 +145,29 @@ def test_decompress_gzip_deflate_and_limits():
             decompress(bad, "gzip", 10_000)
     with pytest.raises(InvalidPayload):
         decompress(data, "br", 10_000)
+
+
+@pytest.mark.parametrize("name,compress", [("zstd", zstd.compress), ("lz4", lz4.frame.compress)])
+def test_decompress_zstd_and_lz4_frames_and_limits(name, compress):
+    data = b"span" * 1000
+    assert decompress(compress(data), name, 10_000) == data
+    assert decompress(compress(data[:10]) + compress(data[10:]), name, 10_000) == data  # two frames
+    assert decompress(compress(data), name, len(data)) == data  # exactly at the limit
+    with pytest.raises(PayloadTooLarge):
+        decompress(compress(data), name, len(data) - 1)
+    with pytest.raises(PayloadTooLarge):
+        decompress(compress(b"\0" * 10_000_000), name, 100_000)  # a small bomb stops at the limit
+    for bad in (b"not compressed at all", compress(data)[:-6], compress(data) + b"trailing garbage"):
+        with pytest.raises(InvalidPayload):
+            decompress(bad, name, 10_000)
+
+
+def test_zstd_frame_asking_for_a_window_far_above_the_limit_is_refused():
+    streaming = zstd.ZstdCompressor(options={zstd.CompressionParameter.window_log: 27})
+    frame = streaming.compress(b"x" * 100) + streaming.flush()  # no content size: the 128 MiB window stays
+    with pytest.raises(InvalidPayload, match="memory"):
+        decompress(frame, "zstd", 64 * 1024)
+    assert decompress(frame, "zstd", 200 << 20) == b"x" * 100  # a limit that large allows the window
 
 
 def test_json_response_encodes_partial_success():

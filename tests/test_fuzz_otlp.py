@@ -9,7 +9,7 @@ from tests.faults.fuzz_otlp import (
     MAX_BODY,
     CollectorFuzzer,
     collector_bodies,
-    gzip_bomb,
+    compression_bomb,
     pipeline_decode,
     span_log_messages,
 )
@@ -36,16 +36,17 @@ def test_pipeline_decodes_whole_or_poison(data: bytes):
     pipeline_decode(data)
 
 
-def test_gzip_bomb_refused_without_inflating(collector: CollectorFuzzer):
+@pytest.mark.parametrize("encoding", ["gzip", "zstd", "lz4"])
+def test_bomb_refused_without_inflating(collector: CollectorFuzzer, encoding: str):
     import tracemalloc
 
-    bomb = gzip_bomb(MAX_BODY * 400)  # ~100 MB of zeros in ~100 kB
+    bomb = compression_bomb(encoding, MAX_BODY * 400)  # ~100 MB of zeros in at most ~100 kB
     tracemalloc.start()
-    outcome = collector.run(bomb, "application/x-protobuf", "gzip")
+    outcome = collector.run(bomb, "application/x-protobuf", encoding)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert outcome == "too_large"
-    assert peak < 16 * MAX_BODY, f"inflating a bomb peaked at {peak} bytes"
+    assert peak < 16 * MAX_BODY, f"inflating a {encoding} bomb peaked at {peak} bytes"
 
 
 def _field(tag: int, payload: bytes) -> bytes:

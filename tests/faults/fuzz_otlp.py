@@ -12,9 +12,11 @@ from __future__ import annotations
 import gzip
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import lz4.frame
+from backports import zstd
 from google.protobuf import json_format
 from hypothesis import strategies as st
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -231,19 +233,22 @@ def collector_bodies(draw: st.DrawFn) -> tuple[bytes, str, str]:
         body = draw(st.binary(max_size=300))
         content_type = draw(st.sampled_from(["application/x-protobuf", "application/json", "text/plain", ""]))
     body = draw(mutated(body)) if draw(st.booleans()) else body
-    encoding = draw(st.sampled_from(["", "", "gzip", "deflate", "br", "identity", "gzip, gzip"]))
-    if encoding == "gzip":
-        body = gzip.compress(body)
-    elif encoding == "deflate":
-        body = zlib.compress(body)
-    if encoding in ("gzip", "deflate") and draw(st.integers(0, 4)) == 0:
-        body = draw(mutated(body))
+    encoding = draw(st.sampled_from(["", "", "identity", "br", "gzip, gzip", *_COMPRESSORS]))
+    if encoding in _COMPRESSORS:
+        body = _COMPRESSORS[encoding](body)
+        if draw(st.integers(0, 4)) == 0:
+            body = draw(mutated(body))
     return body, content_type, encoding
 
 
-def gzip_bomb(expanded: int) -> bytes:
-    """A small gzip body that inflates to `expanded` zero bytes."""
-    return gzip.compress(bytes(expanded), compresslevel=9)
+_COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": gzip.compress, "deflate": zlib.compress, "zstd": zstd.compress, "lz4": lz4.frame.compress,
+}
+
+
+def compression_bomb(encoding: str, expanded: int) -> bytes:
+    """A small body in `encoding` (one of the compressors above) that expands to `expanded` zero bytes."""
+    return _COMPRESSORS[encoding](bytes(expanded))
 
 
 @st.composite
