@@ -2,9 +2,7 @@
 reverse proxy, (c) the gatewatch gateway with JWT auth, rate limiting and 100% tracing exported over
 OTLP/HTTP, as one process and (d) as `workers: 2` processes (GATEWAY_BENCH_WORKERS; 1 skips it).
 The upstream is an nginx process of its own that every target shares, so the proxy nginx's one worker
-only proxies, as the gateway does. (Until session 8 the proxy and the upstream shared one worker:
-that worker spent ~8 us a request serving 'ok' too, which held nginx's max to ~41k requests/s against
-~57k on its own.)
+only proxies, as the gateway does (serving the upstream too cost it ~8 us a request: README, session 8).
 Spans go to an OTLP sink in the upstream nginx (as in bench/sidecar.py): every span is encoded and
 POSTed, and the gateway's `gatewatch_proxy_spans` counters show that none was dropped. (A collector
 here would compete for the 2 cores, and with no pipeline behind it its embedded span log fills at
