@@ -65,23 +65,24 @@ class _Decompressor(Protocol):
     def unused_data(self) -> bytes: ...
 
 
-def _zstd_decompressor(limit: int) -> _Decompressor:
-    """A zstd decoder whose window (which a frame declares, and the decoder allocates) stays near
-    `limit`: no frame needs a window larger than what it may expand to, and the standard
-    compression levels use at most 8 MiB. zstd's own cap is 128 MiB."""
-    window_log = min(27, max(23, (limit - 1).bit_length()))
-    return zstd.ZstdDecompressor(options={zstd.DecompressionParameter.window_log_max: window_log})
+def _zstd_decompressor() -> _Decompressor:
+    """A zstd decoder that refuses frames declaring a window over 8 MiB.
+
+    The decoder allocates the window a frame declares. zstd's own cap is 128 MiB, which 16 request
+    threads could each be made to allocate. Levels 1-19 (and the Go encoder the OpenTelemetry
+    Collector uses) stay within 8 MiB; only --ultra or --long frames need more.
+    """
+    return zstd.ZstdDecompressor(options={zstd.DecompressionParameter.window_log_max: 23})
 
 
-# The Content-Encodings the OpenTelemetry Collector's OTLP/HTTP receiver accepts, but snappy; each
-# makes a decompressor for a body limit.
-_DECOMPRESSORS: dict[str, Callable[[int], _Decompressor]] = {
-    "gzip": lambda _: zlib.decompressobj(16 + zlib.MAX_WBITS),
-    "x-gzip": lambda _: zlib.decompressobj(16 + zlib.MAX_WBITS),
-    "deflate": lambda _: zlib.decompressobj(zlib.MAX_WBITS),  # HTTP's "deflate" is the zlib format
-    "zlib": lambda _: zlib.decompressobj(zlib.MAX_WBITS),
+# The Content-Encodings the OpenTelemetry Collector's OTLP/HTTP receiver accepts, but snappy.
+_DECOMPRESSORS: dict[str, Callable[[], _Decompressor]] = {
+    "gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
+    "x-gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
+    "deflate": lambda: zlib.decompressobj(zlib.MAX_WBITS),  # HTTP's "deflate" is the zlib format
+    "zlib": lambda: zlib.decompressobj(zlib.MAX_WBITS),
     "zstd": _zstd_decompressor,
-    "lz4": lambda _: lz4.frame.LZ4FrameDecompressor(),  # the frame format, as the Collector sends it
+    "lz4": lz4.frame.LZ4FrameDecompressor,  # the frame format, as the Collector sends it
 }
 # lz4 reports a corrupt frame as RuntimeError
 _CORRUPT = (zlib.error, zstd.ZstdError, RuntimeError, ValueError)
@@ -98,13 +99,13 @@ def decompress(body: bytes, content_encoding: str, limit: int) -> bytes:
     return _inflate(body, decompressor, limit, name)
 
 
-def _inflate(data: bytes, decompressor: Callable[[int], _Decompressor], limit: int, name: str) -> bytes:
+def _inflate(data: bytes, decompressor: Callable[[], _Decompressor], limit: int, name: str) -> bytes:
     # Decompress member by member (gzip members, zstd and lz4 frames may follow one another) and
     # never past the limit: a small compressed body must not expand into unbounded memory.
     out: list[bytes] = []
     size = 0
     while data:
-        inflater = decompressor(limit)
+        inflater = decompressor()
         try:
             chunk = inflater.decompress(data, limit - size + 1)
         except _CORRUPT as exc:
