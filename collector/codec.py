@@ -26,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from collector.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
 
+# The one place that picks zstd's module (tests import it from here too).
 if sys.version_info >= (3, 14):
     from compression import zstd
 else:
@@ -75,12 +76,20 @@ def _zstd_decompressor() -> _Decompressor:
     return zstd.ZstdDecompressor(options={zstd.DecompressionParameter.window_log_max: 23})
 
 
+def _gzip_decompressor() -> _Decompressor:
+    return zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+
+def _zlib_decompressor() -> _Decompressor:
+    return zlib.decompressobj(zlib.MAX_WBITS)
+
+
 # The Content-Encodings the OpenTelemetry Collector's OTLP/HTTP receiver accepts, but snappy.
 _DECOMPRESSORS: dict[str, Callable[[], _Decompressor]] = {
-    "gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
-    "x-gzip": lambda: zlib.decompressobj(16 + zlib.MAX_WBITS),
-    "deflate": lambda: zlib.decompressobj(zlib.MAX_WBITS),  # HTTP's "deflate" is the zlib format
-    "zlib": lambda: zlib.decompressobj(zlib.MAX_WBITS),
+    "gzip": _gzip_decompressor,
+    "x-gzip": _gzip_decompressor,
+    "deflate": _zlib_decompressor,  # HTTP's "deflate" is the zlib format
+    "zlib": _zlib_decompressor,
     "zstd": _zstd_decompressor,
     "lz4": lz4.frame.LZ4FrameDecompressor,  # the frame format, as the Collector sends it
 }

@@ -14,7 +14,6 @@ import grpc
 import httpx
 import lz4.frame
 import pytest
-from backports import zstd
 from google.protobuf import json_format
 from google.rpc import status_pb2
 from google.rpc.error_details_pb2 import RetryInfo
@@ -23,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
+from collector.codec import zstd
 from collector.grpc_receiver import RETRY_INFO_KEY
 from collector.service import CollectorService
 from gatewatch.errors import SpanLogUnavailable

@@ -8,10 +8,9 @@ import zlib
 
 import lz4.frame
 import pytest
-from backports import zstd
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector.codec import Encoding, decode_json, decode_protobuf, decompress, encode_response, encoding_of
+from collector.codec import Encoding, decode_json, decode_protobuf, decompress, encode_response, encoding_of, zstd
 from collector.errors import InvalidPayload, PayloadTooLarge, UnsupportedMediaType
 from collector.split import split_by_trace, varint
 from tests.collector_helpers import make_request, spans_of
