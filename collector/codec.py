@@ -1,4 +1,4 @@
-"""OTLP wire encodings: request bodies in (protobuf, JSON; gzip, deflate, zstd or lz4) and responses out.
+"""OTLP wire encodings: request bodies in (protobuf, JSON; gzip, deflate, zstd, lz4 or snappy) and responses out.
 
 OTLP/JSON differs from protobuf's canonical JSON in one way that matters here: trace and span
 ids are hex strings, not base64. Ids that are not valid hex become empty, so that the span is
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, Protocol
 
+import cramjam
 import lz4.frame
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
@@ -84,7 +85,76 @@ def _zlib_decompressor() -> _Decompressor:
     return zlib.decompressobj(zlib.MAX_WBITS)
 
 
-# The Content-Encodings the OpenTelemetry Collector's OTLP/HTTP receiver accepts, but snappy.
+# The framing format's stream identifier chunk, which every framed snappy stream starts with.
+_SNAPPY_STREAM = b"\xff\x06\x00\x00sNaPpY"
+# The framing format's bound on one chunk's uncompressed data.
+_SNAPPY_CHUNK_MAX = 65536
+
+
+class _OverLimit(Exception):
+    """A decoder found, before decoding, that its output would pass `max_length`."""
+
+
+class _SnappyDecompressor:
+    """Snappy in one call, with zlib's decompressobj interface: the framing format, or the block
+    format when `framed` is False and the body does not start with a stream identifier (the
+    OpenTelemetry Collector reads `snappy` both ways and `x-snappy-framed` framed only).
+
+    Sizes are checked before anything is decoded: a block declares its length up front (its
+    decoder would allocate it at once), and a frame's chunks hold at most 64 KiB each.
+    """
+
+    def __init__(self, framed: bool = False) -> None:
+        self.framed = framed
+        self.eof = False
+        self.unused_data = b""
+
+    def decompress(self, data: bytes, max_length: int = -1, /) -> bytes:
+        """The whole body decoded; `_OverLimit` when it would be `max_length` bytes or more."""
+        if self.framed or data.startswith(_SNAPPY_STREAM):
+            out = _snappy_frames(data, max_length)
+        else:
+            if cramjam.snappy.decompress_raw_len(data) >= max_length:
+                raise _OverLimit
+            out = bytes(cramjam.snappy.decompress_raw(data))
+        self.eof = True
+        return out
+
+
+def _snappy_frames(data: bytes, max_length: int) -> bytes:
+    """Snappy's framing format: chunks of checksummed (compressed or literal) data, decoded one at a
+    time by cramjam, which checks each CRC-32C."""
+    if not data.startswith(_SNAPPY_STREAM):
+        raise ValueError("a snappy frame must start with the stream identifier")
+    out: list[bytes] = []
+    size = 0
+    position = 0
+    while position < len(data):
+        if len(data) - position < 4:
+            raise ValueError("truncated chunk header")
+        kind = data[position]
+        end = position + 4 + int.from_bytes(data[position + 1:position + 4], "little")
+        if end > len(data):
+            raise ValueError("truncated chunk")
+        if kind in (0x00, 0x01):  # compressed or literal data, after a 4-byte checksum
+            body = data[position + 8:end]
+            declared = cramjam.snappy.decompress_raw_len(body) if kind == 0x00 else len(body)
+            if declared > _SNAPPY_CHUNK_MAX:
+                raise ValueError(f"a chunk declares {declared} bytes (at most {_SNAPPY_CHUNK_MAX})")
+            size += declared
+            if size >= max_length:
+                raise _OverLimit
+            out.append(bytes(cramjam.snappy.decompress(_SNAPPY_STREAM + data[position:end])))
+        elif kind == 0xFF:
+            if data[position:end] != _SNAPPY_STREAM:
+                raise ValueError("bad stream identifier")
+        elif kind < 0x80:
+            raise ValueError(f"reserved unskippable chunk type {kind:#04x}")
+        position = end  # 0x80-0xfe: skippable chunks (padding among them)
+    return b"".join(out)
+
+
+# The Content-Encodings the OpenTelemetry Collector's OTLP/HTTP receiver accepts.
 _DECOMPRESSORS: dict[str, Callable[[], _Decompressor]] = {
     "gzip": _gzip_decompressor,
     "x-gzip": _gzip_decompressor,
@@ -92,41 +162,52 @@ _DECOMPRESSORS: dict[str, Callable[[], _Decompressor]] = {
     "zlib": _zlib_decompressor,
     "zstd": _zstd_decompressor,
     "lz4": lz4.frame.LZ4FrameDecompressor,  # the frame format, as the Collector sends it
+    "snappy": _SnappyDecompressor,
+    "x-snappy-framed": lambda: _SnappyDecompressor(framed=True),
 }
 # lz4 reports a corrupt frame as RuntimeError
-_CORRUPT = (zlib.error, zstd.ZstdError, RuntimeError, ValueError)
+_CORRUPT = (zlib.error, zstd.ZstdError, cramjam.DecompressionError, RuntimeError, ValueError)
 
 
 def decompress(body: bytes, content_encoding: str, limit: int) -> bytes:
-    """The body without its Content-Encoding (identity, gzip, deflate/zlib, zstd, lz4), at most `limit` bytes."""
+    """The body without its Content-Encoding (identity, gzip, deflate/zlib, zstd, lz4, snappy), at most
+    `limit` bytes."""
     name = content_encoding.strip().lower()
     if name in ("", "identity"):
         return body
     decompressor = _DECOMPRESSORS.get(name)
     if decompressor is None:
-        raise InvalidPayload(f"unsupported Content-Encoding {name!r}: use gzip, deflate, zlib, zstd, lz4 or none")
+        supported = "gzip, deflate, zlib, zstd, lz4, snappy, x-snappy-framed or none"
+        raise InvalidPayload(f"unsupported Content-Encoding {name!r}: use {supported}")
     return _inflate(body, decompressor, limit, name)
 
 
 def _inflate(data: bytes, decompressor: Callable[[], _Decompressor], limit: int, name: str) -> bytes:
-    # Decompress member by member (gzip members, zstd and lz4 frames may follow one another) and
-    # never past the limit: a small compressed body must not expand into unbounded memory.
+    # Decompress member by member (gzip members, zstd and lz4 frames may follow one another; snappy
+    # takes the whole body at once) and never past the limit: a small compressed body must not
+    # expand into unbounded memory.
     out: list[bytes] = []
     size = 0
     while data:
         inflater = decompressor()
         try:
             chunk = inflater.decompress(data, limit - size + 1)
+        except _OverLimit:
+            raise _too_large(limit) from None
         except _CORRUPT as exc:
             raise InvalidPayload(f"invalid {name} body: {exc}") from None
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
+            raise _too_large(limit)
         if not inflater.eof:
             raise InvalidPayload(f"invalid {name} body: truncated stream")
         out.append(chunk)
         data = inflater.unused_data
     return b"".join(out)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"decompressed body exceeds the limit of {limit} bytes")
 
 
 def decode_request(body: bytes, encoding: Encoding) -> ExportTraceServiceRequest:

@@ -10,6 +10,7 @@ import time
 import zlib
 from collections.abc import Iterator, Sequence
 
+import cramjam
 import grpc
 import httpx
 import lz4.frame
@@ -25,6 +26,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from collector.codec import zstd
 from collector.grpc_receiver import RETRY_INFO_KEY
 from collector.service import CollectorService
+from collector.split import varint
 from gatewatch.errors import SpanLogUnavailable
 from gatewatch.settings import Settings
 from gatewatch.spanlog import EmbeddedLog, LogConsumer, LogProducer, Message, SpanLog
@@ -127,18 +129,21 @@ def test_protobuf_gzip_json_and_grpc_reach_the_span_log(collector, span_log, set
             message.key}
 
 
-def test_zstd_and_lz4_bodies_reach_the_span_log(collector, span_log, settings):
+def test_zstd_lz4_and_snappy_bodies_reach_the_span_log(collector, span_log, settings):
     """The encodings the OpenTelemetry Collector's otlphttp exporter can send besides gzip."""
-    requests = [make_request(spans=6, per_trace=3) for _ in range(3)]
-    bodies = {
-        "zstd": zstd.compress(requests[0].SerializeToString()),
-        "lz4": lz4.frame.compress(requests[1].SerializeToString()),
-        "zlib": zlib.compress(requests[2].SerializeToString()),
-    }
-    for encoding, body in bodies.items():
+    requests = [make_request(spans=6, per_trace=3) for _ in range(6)]
+    bodies = [
+        ("zstd", zstd.compress(requests[0].SerializeToString())),
+        ("lz4", lz4.frame.compress(requests[1].SerializeToString())),
+        ("zlib", zlib.compress(requests[2].SerializeToString())),
+        ("snappy", bytes(cramjam.snappy.compress_raw(requests[3].SerializeToString()))),
+        ("snappy", bytes(cramjam.snappy.compress(requests[4].SerializeToString()))),
+        ("x-snappy-framed", bytes(cramjam.snappy.compress(requests[5].SerializeToString()))),
+    ]
+    for encoding, body in bodies:
         assert post(collector, body, {**PROTOBUF, "content-encoding": encoding}).status_code == 200, encoding
 
-    messages = read_messages(span_log, settings.spans_topic, unique("z"), want_spans=18, timeout_s=5)
+    messages = read_messages(span_log, settings.spans_topic, unique("z"), want_spans=36, timeout_s=5)
     got = {s.span_id: s for m in messages for s in spans_of(ExportTraceServiceRequest.FromString(m.value))}
     assert got == {s.span_id: s for r in requests for s in spans_of(r)}
 
@@ -169,7 +174,12 @@ BAD_HTTP = {
     "truncated lz4": (lz4.frame.compress(b"\x01" * 5000)[:-8], {**PROTOBUF, "content-encoding": "lz4"}, 400),
     "lz4 bomb": (lz4.frame.compress(b"\x00" * (MAX_BODY * 20)), {**PROTOBUF, "content-encoding": "lz4"}, 413),
     "unknown content encoding": (make_request().SerializeToString(), {**PROTOBUF, "content-encoding": "br"}, 400),
-    "snappy": (make_request().SerializeToString(), {**PROTOBUF, "content-encoding": "snappy"}, 400),
+    "not snappy": (make_request().SerializeToString(), {**PROTOBUF, "content-encoding": "snappy"}, 400),
+    "snappy declaring 4 GiB": (varint(2**32 - 1) + b"\x00" * 64, {**PROTOBUF, "content-encoding": "snappy"}, 413),
+    "snappy bomb": (
+        bytes(cramjam.snappy.compress(b"\x00" * (MAX_BODY * 10))), {**PROTOBUF, "content-encoding": "snappy"}, 413),
+    "unframed x-snappy-framed": (
+        bytes(cramjam.snappy.compress_raw(b"\x01" * 100)), {**PROTOBUF, "content-encoding": "x-snappy-framed"}, 400),
     "only invalid ids": (_ids_all_invalid(), PROTOBUF, 400),
 }
 

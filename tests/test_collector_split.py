@@ -6,6 +6,7 @@ import gzip
 import json
 import zlib
 
+import cramjam
 import lz4.frame
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -159,6 +160,25 @@ def test_decompress_zstd_and_lz4_frames_and_limits(name, compress):
     for bad in (b"not compressed at all", compress(data)[:-6], compress(data) + b"trailing garbage"):
         with pytest.raises(InvalidPayload):
             decompress(bad, name, 10_000)
+
+
+def test_decompress_snappy_block_and_framed_and_limits():
+    data = b"span" * 40_000  # over one 64 KiB chunk of the framing format
+    block, framed = bytes(cramjam.snappy.compress_raw(data)), bytes(cramjam.snappy.compress(data))
+    for name, body in (("snappy", block), ("snappy", framed), ("x-snappy-framed", framed)):
+        assert decompress(body, name, len(data)) == data  # exactly at the limit
+        with pytest.raises(PayloadTooLarge):
+            decompress(body, name, len(data) - 1)
+    two_streams = bytes(cramjam.snappy.compress(data[:10])) + framed
+    assert decompress(two_streams, "x-snappy-framed", 1 << 20) == data[:10] + data
+    padded = framed[:10] + b"\xfe\x03\x00\x00pad" + framed[10:]  # skippable chunks are skipped
+    assert decompress(padded, "snappy", 1 << 20) == data
+    bad_checksum = framed[:14] + bytes([framed[14] ^ 1]) + framed[15:]
+    reserved = framed + b"\x02\x01\x00\x00x"  # an unskippable chunk type
+    for name, bad in (("snappy", block[:-5]), ("snappy", b"\x05garbage"), ("x-snappy-framed", block),
+                      ("snappy", framed[:-3]), ("snappy", bad_checksum), ("snappy", reserved)):
+        with pytest.raises(InvalidPayload):
+            decompress(bad, name, 1 << 20)
 
 
 @pytest.mark.parametrize("window_log,accepted", [(23, True), (24, False), (27, False)])

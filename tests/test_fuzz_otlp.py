@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 
@@ -36,10 +38,8 @@ def test_pipeline_decodes_whole_or_poison(data: bytes):
     pipeline_decode(data)
 
 
-@pytest.mark.parametrize("encoding", ["gzip", "zstd", "lz4"])
+@pytest.mark.parametrize("encoding", ["gzip", "zstd", "lz4", "snappy", "x-snappy-framed"])
 def test_bomb_refused_without_inflating(collector: CollectorFuzzer, encoding: str):
-    import tracemalloc
-
     bomb = compression_bomb(encoding, MAX_BODY * 400)  # ~100 MB of zeros in at most ~100 kB
     tracemalloc.start()
     outcome = collector.run(bomb, "application/x-protobuf", encoding)
@@ -47,6 +47,17 @@ def test_bomb_refused_without_inflating(collector: CollectorFuzzer, encoding: st
     tracemalloc.stop()
     assert outcome == "too_large"
     assert peak < 16 * MAX_BODY, f"inflating a {encoding} bomb peaked at {peak} bytes"
+
+
+def test_snappy_block_declaring_4_gib_refused_without_allocating(collector: CollectorFuzzer):
+    from collector.split import varint
+
+    bomb = varint(2**32 - 1) + b"\x00" * 64  # a block's header declares its uncompressed length
+    tracemalloc.start()
+    outcome = collector.run(bomb, "application/x-protobuf", "snappy")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert outcome == "too_large" and peak < MAX_BODY
 
 
 def _field(tag: int, payload: bytes) -> bytes:

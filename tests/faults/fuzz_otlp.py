@@ -15,6 +15,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import cramjam
 import lz4.frame
 from google.protobuf import json_format
 from hypothesis import strategies as st
@@ -243,6 +244,8 @@ def collector_bodies(draw: st.DrawFn) -> tuple[bytes, str, str]:
 
 _COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "gzip": gzip.compress, "deflate": zlib.compress, "zstd": zstd.compress, "lz4": lz4.frame.compress,
+    "snappy": lambda body: bytes(cramjam.snappy.compress_raw(body)),  # the block format
+    "x-snappy-framed": lambda body: bytes(cramjam.snappy.compress(body)),
 }
 
 

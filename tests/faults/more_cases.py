@@ -137,7 +137,7 @@ def _fuzz_cases() -> dict[str, Callable[[CaseEnv, Scale], CaseResult]]:
         "fuzz_proxy_http": fuzz("fuzz_proxy_http", "HTTP/1.1 request streams into the proxy listener",
                                 http_pieces(), http.run),
         "fuzz_collector_otlp": fuzz("fuzz_collector_otlp",
-                                    "OTLP bodies (protobuf/JSON; gzip, deflate, zstd, lz4; mutated)",
+                                    "OTLP bodies (protobuf/JSON; gzip, deflate, zstd, lz4, snappy; mutated)",
                                     collector_bodies(), lambda case: collector.run(*case)),
         "fuzz_pipeline_decode": fuzz("fuzz_pipeline_decode", "span-log messages (valid, mutated, noise)",
                                      span_log_messages(), pipeline_decode),
