@@ -55,16 +55,19 @@ def proxy_conf(prefix: Path, upstream_port: int, proxy_port: int) -> Path:
   }}""")
 
 
-def gateway_conf(prefix: Path, upstream_port: int, port: int, admin_port: int, workers: int = 1) -> Path:
+def gateway_conf(prefix: Path, upstream_port: int, port: int, admin_port: int, workers: int = 1,
+                 policies: bool = True) -> Path:
+    """The benched gateway: JWT auth, a rate limit and 100% tracing (`policies=False`: none of them)."""
     jwks = prefix / "jwks.json"
     key = jwt.utils.base64url_encode(SECRET).decode()
     jwks.write_text(json.dumps({"keys": [{"kty": "oct", "kid": "bench", "alg": "HS256", "k": key}]}))
-    conf = prefix / f"gateway-{workers}.yaml"
+    conf = prefix / f"gateway-{workers}{'' if policies else '-bare'}.yaml"
+    route_policies = "\n    auth: {provider: users, scopes: [read]}\n    rate_limit: generous" if policies else ""
     conf.write_text(f"""
 listen_port: {port}
 admin_port: {admin_port}
 workers: {workers}
-tracing: {{enabled: true, sample_ratio: 1.0, service_name: bench-gateway}}
+tracing: {{enabled: {str(policies).lower()}, sample_ratio: 1.0, service_name: bench-gateway}}
 upstreams:
   app: {{endpoints: ["127.0.0.1:{upstream_port}"]}}
 auth:
@@ -74,11 +77,16 @@ rate_limits:
 routes:
   - name: api
     match: {{prefix: /}}
-    upstream: app
-    auth: {{provider: users, scopes: [read]}}
-    rate_limit: generous
+    upstream: app{route_policies}
 """)
     return conf
+
+
+def bearer_header() -> list[str]:
+    """wrk's `-H` for a token the benched gateway accepts (valid for an hour)."""
+    token = jwt.encode({"sub": "bench-user", "iss": "bench", "aud": "gatewatch", "scope": "read",
+                        "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256", headers={"kid": "bench"})
+    return [f"Authorization: Bearer {token}"]
 
 
 def wrk(url: str, connections: int, headers: list[str], script: Path | None = None) -> dict[str, float]:
@@ -129,9 +137,7 @@ def main() -> int:
             processes.append(multi)
         for port in (gw_port, *([gw2_port] if multi else [])):
             wait_port(port)
-        token = jwt.encode({"sub": "bench-user", "iss": "bench", "aud": "gatewatch", "scope": "read",
-                            "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256", headers={"kid": "bench"})
-        auth = [f"Authorization: Bearer {token}"]
+        auth = bearer_header()
         targets = {
             "direct": (f"http://127.0.0.1:{upstream_port}/", []),
             "nginx": (f"http://127.0.0.1:{nginx_port}/", []),
