@@ -3,7 +3,8 @@
 * unsupervised: the mean of two robust z-scores against the training clients, IsolationForest's
   anomaly score and the robust distance (mean of the three largest per-feature |z|), mapped to
   [0, 1] by a logistic that is 0.5 five deviations out (ordinary clients sit near 0). IsolationForest
-  alone saturates on the few dozen clients of a short window; the distance keeps the scale;
+  alone saturates on the few dozen clients of a short window; the distance keeps the scale. The
+  clients a first fit finds anomalous are left out of the fit that sets these references;
 * supervised (labels from `ground_truth`): gradient boosting over the features plus that anomaly
   score, wrapped in sigmoid (Platt) calibration, so its probability is the combined, calibrated score.
 Explanations are robust z-scores against normal training clients, weighted by feature importance.
@@ -23,7 +24,7 @@ from detectors.features import CLIENT_FEATURES
 from detectors.robust import mad_scale
 
 # Heavy-tailed counts and rates are compared on a log scale.
-_LOG_FEATURES = {"rate_per_s", "burstiness", "distinct_paths", "distinct_subjects"}
+_LOG_FEATURES = {"rate_per_s", "burstiness", "distinct_paths", "distinct_subjects", "distinct_agents"}
 
 
 def design_matrix(frame: pd.DataFrame) -> np.ndarray:
@@ -40,6 +41,10 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 UNSUPERVISED_KNEE = 5.0  # robust deviations at which the unsupervised score is 0.5
+# An unlabeled fit learns "normal" from the clients a first fit scores below this many deviations
+# (a score of 0.12), when at least half of them, and MIN_ORDINARY, are.
+TRIM_AT = 3.0
+MIN_ORDINARY = 5
 
 
 def _robust_z(values: np.ndarray, mid: float, spread: float) -> np.ndarray:
@@ -63,7 +68,24 @@ class BotModel:
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, labels: np.ndarray | None = None, seed: int = 0) -> BotModel:
-        """Fit on client feature rows; `labels` (1 = bot) enable the supervised stage."""
+        """Fit on client feature rows; `labels` (1 = bot) enable the supervised stage.
+
+        Without labels, clients a first fit finds anomalous are left out of the refit that learns
+        what normal is: a bootstrap window can hold bots, and a group of alike bots (one scraper on
+        several addresses) otherwise looks ordinary to IsolationForest and widens every spread.
+        """
+        if labels is not None:
+            return cls._fit(frame, labels, seed)
+        first = cls._fit(frame, None, seed)
+        ordinary = first.anomaly(design_matrix(frame)) < TRIM_AT
+        if ordinary.all() or ordinary.sum() < max(MIN_ORDINARY, len(frame) // 2):
+            return first  # nothing to leave out, or too few clients would be left to learn from
+        model = cls._fit(frame[ordinary], None, seed)
+        model.metadata.update(samples=len(frame), left_out=int((~ordinary).sum()))
+        return model
+
+    @classmethod
+    def _fit(cls, frame: pd.DataFrame, labels: np.ndarray | None, seed: int) -> BotModel:
         x = design_matrix(frame)
         has_normal = labels is not None and labels.sum() < len(labels)
         normal = x[labels == 0] if has_normal and labels is not None else x

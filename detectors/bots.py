@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pandas as pd
@@ -10,6 +11,19 @@ from detectors.botmodel import BotModel
 from detectors.config import DetectorConfig
 from detectors.decider import Want
 from gatewatch.decisions import DecisionKind, Reason, Scope, Target
+
+# The slowest a flagged client is held to (one request a minute and a bit).
+MIN_BOT_RATE_PER_S = 1 / 64
+
+
+def slowed_rate(observed_per_s: float, cap_per_s: float) -> float:
+    """The rate a flagged client is limited to: `cap_per_s`, or half its own recent rate when that is
+    lower (a limit above what a low-and-slow bot sends would not slow it), rounded down to a power
+    of two so that the decision's parameters, and with them the decision, stay put between cycles."""
+    half = observed_per_s / 2
+    if half >= cap_per_s:
+        return cap_per_s
+    return max(2.0 ** math.floor(math.log2(max(half, MIN_BOT_RATE_PER_S))), MIN_BOT_RATE_PER_S)
 
 
 def scored(model: BotModel, frame: pd.DataFrame, min_requests: int) -> pd.DataFrame:
@@ -44,7 +58,8 @@ class BotDetector:
             score = float(row.score)
             if score >= self.config.bot_threshold or (holds(target) and score >= self.config.bot_release):
                 reason = Reason(detector=self.name, score=round(score, 4), top_features=dict(row.top_features))
-                params = {"rate_per_s": self.config.bot_rate_per_s, "burst": self.config.bot_burst}
+                rate = slowed_rate(float(row.rate_per_s), self.config.bot_rate_per_s)
+                params = {"rate_per_s": rate, "burst": self.config.bot_burst}
                 wants.append(Want(DecisionKind.RATE_LIMIT, target, reason, params, self.config.bot_mode))
         return wants, result
 

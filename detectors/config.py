@@ -40,7 +40,8 @@ class DetectorConfig(BaseSettings):
 
     bot_threshold: float = Field(default=0.8, gt=0, le=1, description="flag a client at this score")
     bot_release: float = Field(default=0.6, gt=0, le=1, description="keep a flagged client above this score")
-    bot_rate_per_s: float = Field(default=1.0, gt=0, description="rate limit given to a flagged client")
+    bot_rate_per_s: float = Field(default=1.0, gt=0, description="rate limit given to a flagged client "
+                                  "(half its own recent rate when that is lower)")
     bot_burst: int = Field(default=2, ge=1)
 
     decision_ttl_s: float = Field(default=60.0, gt=0, description="how long a decision lives unless renewed")

@@ -33,6 +33,7 @@ CLIENT_FEATURES: tuple[str, ...] = (
     "auth_share",         # share of requests to login/auth/token endpoints
     "ua_automation",      # 1 if the user agent is a library, crawler, headless browser or empty
     "distinct_subjects",  # JWT subjects (enduser.id) seen from this address
+    "distinct_agents",    # user agents seen from this address: a browser keeps one, rotating scrapers do not
 )
 
 # RE2 and Python `re` read these the same way; one definition for SQL and for offline scoring.
@@ -76,6 +77,7 @@ SELECT Client AS client,
        countIf(match(Path, %(auth_re)s)) / n AS auth_share,
        arrayExists(a -> match(a, %(ua_re)s), groupUniqArray(UserAgent)) AS ua_automation,
        uniqExactIf(Subject, Subject != '') AS distinct_subjects,
+       uniqExact(UserAgent) AS distinct_agents,
        min(Timestamp) AS first_seen,
        max(Timestamp) AS last_seen
 FROM {db}.client_requests

@@ -7,6 +7,7 @@ model files from an untrusted place).
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,10 @@ from typing import Any
 import joblib
 
 from detectors.botmodel import BotModel
+from detectors.features import CLIENT_FEATURES
 from gatewatch.errors import GatewatchError
 
+log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^bot-v(\d+)\.joblib$")
 
 
@@ -49,6 +52,13 @@ def load_latest(directory: Path) -> BotModel | None:
         raise GatewatchError(f"cannot load model {path}: {exc}; retrain with gatewatch detectors train") from None
     if not isinstance(model, BotModel):
         raise GatewatchError(f"{path} is not a gatewatch bot model")
+    trained_on = model.metadata.get("features")
+    if trained_on != list(CLIENT_FEATURES):
+        # A model from before a feature was added would fail on every row; the detector bootstraps
+        # a fresh one instead (or `gatewatch detectors train` fits one on stored traffic).
+        log.warning("ignoring bot model %s: trained on features %s, these are %s; retrain with "
+                    "gatewatch detectors train", path.name, trained_on, list(CLIENT_FEATURES))
+        return None
     return model
 
 

@@ -116,6 +116,7 @@ def window_features(rows: pd.DataFrame, window_s: float) -> pd.DataFrame:
         "auth_share": groups["auth"].mean(),
         "ua_automation": groups["ua"].max().astype(float),
         "distinct_subjects": rows[rows["subject"] != ""].groupby("client")["subject"].nunique(),
+        "distinct_agents": groups["user_agent"].nunique(),
         "last_ts": groups["ts"].max(),
     }).fillna({"distinct_subjects": 0})
     frame[list(CLIENT_FEATURES)] = frame[list(CLIENT_FEATURES)].astype(float)

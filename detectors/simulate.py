@@ -1,7 +1,8 @@
 """A small deterministic traffic generator for tests, evaluation and benchmarks.
 
 Humans browse with think times and page-load bursts; bots (scraper, credential stuffer, hammer) are
-regular, fast and narrow; service edges carry calls whose error rate or latency can be faulted.
+regular, fast and narrow, and a low-and-slow rotator walks the catalogue at a human pace with a new
+browser agent on every request; service edges carry calls whose error rate or latency can be faulted.
 The same scenario can be written as `otel_traces` rows, as OTLP requests (through the real
 pipeline), as a sessions CSV (offline scoring) and as `ground_truth` rows.
 """
@@ -32,7 +33,7 @@ BROWSERS = (
 PAGES = (("GET", "/", "/"), ("GET", "/api/products", "/api/products"), ("GET", "/api/cart", "/api/cart"),
          ("GET", "/api/search", "/api/search"), ("POST", "/api/cart", "/api/cart"),
          ("GET", "/api/account", "/api/account"))
-BOT_KINDS = ("scraper", "stuffer", "hammer")
+BOT_KINDS = ("scraper", "stuffer", "hammer", "rotator")
 GATEWAY = GATEWAY_SERVICE
 
 
@@ -115,7 +116,7 @@ def human(rng: np.random.Generator, client: str, start: float, end: float) -> li
 def bot(rng: np.random.Generator, kind: str, client: str, start: float, end: float) -> list[Request]:
     """A bot: regular timing, narrow or sweeping paths, automation or spoofed browser agent."""
     out: list[Request] = []
-    period = {"scraper": 0.4, "stuffer": 0.5, "hammer": 0.1}[kind]
+    period = {"scraper": 0.4, "stuffer": 0.5, "hammer": 0.1, "rotator": 2.5}[kind]
     t, i = start, 0
     while t < end:
         if kind == "scraper":
@@ -124,6 +125,9 @@ def bot(rng: np.random.Generator, kind: str, client: str, start: float, end: flo
         elif kind == "stuffer":
             out.append(Request(t, client, "POST", "/api/login", "/api/login", 401 if i % 50 else 200,
                                BROWSERS[0], "", 30.0))
+        elif kind == "rotator":
+            out.append(Request(t, client, "GET", "/api/products", f"/api/products/{i}", 200,
+                               BROWSERS[int(rng.integers(len(BROWSERS)))], "", 15.0))
         else:
             out.append(Request(t, client, "GET", "/api/search", "/api/search", 429 if i % 3 == 0 else 200,
                                "Go-http-client/1.1", "", 10.0))

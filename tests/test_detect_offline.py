@@ -102,6 +102,56 @@ def test_sql_and_offline_features_agree(store, settings):
         assert np.allclose(sql[name], offline[name], rtol=1e-3, atol=1e-3), name
 
 
+def _rotating_scraper_window(seed: int) -> tuple[pd.DataFrame, list[str]]:
+    """One 120 s window: 20 humans, and one low-and-slow scraper on 6 addresses (a new browser agent
+    on every request): a bootstrap window a quarter of whose clients are one bot."""
+    rng = np.random.default_rng(seed)
+    requests = [r for h in range(20) for r in simulate.human(rng, f"10.0.0.{h + 1}", 0.0, 120.0)]
+    rotators = [f"203.0.113.{i + 1}" for i in range(6)]
+    for client in rotators:
+        requests += simulate.bot(rng, "rotator", client, float(rng.uniform(0, 2)), 120.0)
+    frame = pd.DataFrame([{"ts": r.ts, "client": r.client, "method": r.method, "path": r.path, "status": r.status,
+                           "user_agent": r.user_agent, "subject": r.subject} for r in requests])
+    return window_features(frame, 120), rotators
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_unlabeled_fit_learns_normal_without_the_bots_in_its_window(seed):
+    from detectors.botmodel import BotModel
+
+    frame, rotators = _rotating_scraper_window(seed)
+    assert (frame[frame["client"].isin(rotators)]["distinct_agents"] > 1).all()
+    assert (frame[~frame["client"].isin(rotators)]["distinct_agents"] == 1).all()
+    model = BotModel.fit(frame)
+    scores = dict(zip(frame["client"], model.score(frame), strict=True))
+    assert model.metadata["left_out"] >= len(rotators)
+    assert all(scores[c] >= 0.8 for c in rotators), scores
+    assert all(score < 0.8 for c, score in scores.items() if c not in rotators), scores
+
+
+def test_a_flagged_slow_client_is_limited_below_its_own_rate():
+    from detectors.bots import MIN_BOT_RATE_PER_S, slowed_rate
+
+    assert slowed_rate(12.0, 1.0) == 1.0  # a fast bot gets the configured limit
+    assert slowed_rate(0.42, 1.0) == 0.125  # a slow one half its rate or less, on a power of two
+    assert slowed_rate(0.45, 1.0) == slowed_rate(0.40, 1.0)  # stable while its rate wobbles
+    assert slowed_rate(0.0, 1.0) == MIN_BOT_RATE_PER_S
+
+
+def test_models_trained_on_other_features_are_ignored(tmp_path, caplog):
+    from detectors import registry
+    from detectors.botmodel import BotModel
+
+    frame, _ = _rotating_scraper_window(1)
+    model = BotModel.fit(frame)
+    registry.save(model, tmp_path)
+    assert registry.load_latest(tmp_path) is not None
+    model.metadata["features"] = model.metadata["features"][:-1]  # saved before a feature was added
+    registry.save(model, tmp_path)
+    assert registry.load_latest(tmp_path) is None
+    assert "retrain" in caplog.text
+
+
 def _want(key: str, params: dict | None = None) -> Want:
     return Want(DecisionKind.RATE_LIMIT, Target(scope=Scope.CLIENT, key=key), Reason(detector="bot", score=0.9),
                 params or {"rate_per_s": 1.0}, Mode.ENFORCE)
