@@ -16,11 +16,15 @@ from gatewatch.wire import varint
 from proxy.policy import AttributeValue
 from proxy.spans import FinishedSpan
 
-_FIXED64 = struct.Struct("<Q")
 _DOUBLE = struct.Struct("<d")
 _FLAGS = struct.Struct("<I")
+# start_time_unix_nano (field 7) and end_time_unix_nano (field 8), both fixed64, in one pack
+_TIMES = struct.Struct("<BQBQ")
 _HAS_IS_REMOTE = 0x100  # SpanFlags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SpanFlags: SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
+# field 16 (flags, fixed32): every parent a proxy has came from another process (`traceparent`)
+_ROOT_FLAGS = b"\x85\x01" + _FLAGS.pack(_HAS_IS_REMOTE)
+_REMOTE_PARENT_FLAGS = b"\x85\x01" + _FLAGS.pack(_HAS_IS_REMOTE | _IS_REMOTE)
 _UNSET_STATUS = b"\x7a\x00"  # field 15 (status) present and empty: code UNSET, no message
 _ERROR_STATUS = b"\x7a\x02\x18\x02"  # field 15: code (3) = STATUS_CODE_ERROR
 
@@ -63,6 +67,20 @@ class _AttributeCache(dict[tuple[str, object, type], bytes]):
         return encoded
 
 
+class _NameCache(dict[tuple[str, int], bytes]):
+    """Encoded name (field 5) and kind (field 6) of a span by (name, kind): `METHOD route` repeats on
+    most spans. Bounded: cleared when full."""
+
+    def __missing__(self, item: tuple[str, int]) -> bytes:
+        name, kind = item
+        encoded = _field(0x2A, name.encode()) + b"\x30" + varint(kind)
+        if len(self) >= 4096:
+            self.clear()
+        self[item] = encoded
+        return encoded
+
+
+_NAMES = _NameCache()
 _SPAN_ENTRIES = _AttributeCache(0x4A)  # Span.attributes = 9
 _RESOURCE_ENTRIES = _AttributeCache(0x0A)  # Resource.attributes = 1
 
@@ -83,11 +101,9 @@ def encode_span(span: FinishedSpan) -> bytes:
             parts.append(_field(0x1A, parent.trace_state.encode()))
         parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
     parts += (
-        _field(0x2A, span.name.encode()), b"\x30", varint(span.kind),
-        b"\x39", _FIXED64.pack(span.start_ns), b"\x41", _FIXED64.pack(span.end_ns),
+        _NAMES[(span.name, span.kind)], _TIMES.pack(0x39, span.start_ns, 0x41, span.end_ns),
         _attributes(span.attributes), _ERROR_STATUS if span.error else _UNSET_STATUS,
-        # every parent a proxy has came from another process (`traceparent`)
-        b"\x85\x01", _FLAGS.pack(_HAS_IS_REMOTE | (_IS_REMOTE if parent is not None else 0)),
+        _ROOT_FLAGS if parent is None else _REMOTE_PARENT_FLAGS,
     )
     return b"".join(parts)
 
