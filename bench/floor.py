@@ -24,7 +24,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.gateway import CONNECTIONS, DURATION_S, bearer_header, gateway_conf, measured, proxy_conf, wrk  # noqa: E402
+from bench.gateway import (  # noqa: E402
+    CONNECTIONS,
+    DURATION_S,
+    bearer_header,
+    gateway_conf,
+    measured,
+    start_gateway,
+    start_nginx_pair,
+    wrk,
+)
 from bench.lib import nginx  # noqa: E402
 from bench.lib.procs import free_port, missing_tools, stop, wait_port  # noqa: E402
 
@@ -42,13 +51,7 @@ def main() -> int:
            "GATEWATCH_OTLP_ENDPOINT": f"http://127.0.0.1:{otlp_port}"}
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        upstream_prefix, proxy_prefix = prefix / "upstream", prefix / "proxy"
-        for directory in (upstream_prefix, proxy_prefix):
-            directory.mkdir()
-        processes.append(nginx.start(upstream_prefix, nginx.upstream_conf(upstream_prefix, upstream_port, otlp_port),
-                                     [upstream_port, otlp_port]))
-        proxy_nginx = nginx.start(proxy_prefix, proxy_conf(proxy_prefix, upstream_port, nginx_port), [nginx_port])
-        processes.append(proxy_nginx)
+        _, proxy_nginx = start_nginx_pair(prefix, upstream_port, otlp_port, nginx_port, processes)
         minimal = subprocess.Popen([str(ROOT / ".venv/bin/python"), "-m", "bench.lib.minproxy", str(minimal_port),
                                     str(upstream_port)], cwd=ROOT, env=env)
         processes.append(minimal)
@@ -56,9 +59,7 @@ def main() -> int:
         for name, port, admin_port, policies in (("engine", engine_port, admin_ports[0], False),
                                                  ("gateway", gateway_port, admin_ports[1], True)):
             conf = gateway_conf(prefix, upstream_port, port, admin_port, policies=policies)
-            gateways[name] = subprocess.Popen([str(ROOT / ".venv/bin/gatewatch"), "gateway", "--config", str(conf)],
-                                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            processes.append(gateways[name])
+            gateways[name] = start_gateway(conf, env, processes)
         for port, process in ((minimal_port, minimal), (engine_port, gateways["engine"]),
                               (gateway_port, gateways["gateway"])):
             wait_port(port, process)

@@ -82,6 +82,32 @@ routes:
     return conf
 
 
+Process = subprocess.Popen[bytes]
+
+
+def start_nginx_pair(prefix: Path, upstream_port: int, otlp_port: int, proxy_port: int,
+                     processes: list[Process]) -> tuple[Process, Process]:
+    """The upstream + OTLP sink nginx (in `prefix/upstream`) and the proxy nginx (in `prefix/proxy`),
+    started and appended to `processes`."""
+    upstream_prefix, proxy_prefix = prefix / "upstream", prefix / "proxy"
+    for directory in (upstream_prefix, proxy_prefix):
+        directory.mkdir()
+    upstream = nginx.start(upstream_prefix, nginx.upstream_conf(upstream_prefix, upstream_port, otlp_port),
+                           [upstream_port, otlp_port])
+    processes.append(upstream)
+    proxy = nginx.start(proxy_prefix, proxy_conf(proxy_prefix, upstream_port, proxy_port), [proxy_port])
+    processes.append(proxy)
+    return upstream, proxy
+
+
+def start_gateway(conf: Path, env: dict[str, str], processes: list[Process]) -> Process:
+    """`gatewatch gateway --config conf`, started and appended to `processes`."""
+    gateway = subprocess.Popen([str(ROOT / ".venv/bin/gatewatch"), "gateway", "--config", str(conf)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    processes.append(gateway)
+    return gateway
+
+
 def bearer_header() -> list[str]:
     """wrk's `-H` for a token the benched gateway accepts (valid for an hour)."""
     token = jwt.encode({"sub": "bench-user", "iss": "bench", "aud": "gatewatch", "scope": "read",
@@ -113,28 +139,12 @@ def main() -> int:
            f"http://127.0.0.1:{otlp_port}"}
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        upstream_prefix, proxy_prefix = prefix / "upstream", prefix / "proxy"
-        for directory in (upstream_prefix, proxy_prefix):
-            directory.mkdir()
-        upstream_process = nginx.start(upstream_prefix, nginx.upstream_conf(upstream_prefix, upstream_port, otlp_port),
-                                       [upstream_port, otlp_port])
-        processes.append(upstream_process)
-        nginx_process = nginx.start(proxy_prefix, proxy_conf(proxy_prefix, upstream_port, nginx_port), [nginx_port])
-        processes.append(nginx_process)
-        gateway = subprocess.Popen(
-            [str(ROOT / ".venv/bin/gatewatch"), "gateway", "--config",
-             str(gateway_conf(prefix, upstream_port, gw_port, admin_port))],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        processes.append(gateway)
+        upstream_process, nginx_process = start_nginx_pair(prefix, upstream_port, otlp_port, nginx_port, processes)
+        upstream_prefix = prefix / "upstream"
+        gateway = start_gateway(gateway_conf(prefix, upstream_port, gw_port, admin_port), env, processes)
         multi = None
         if WORKERS > 1:
-            multi = subprocess.Popen(
-                [str(ROOT / ".venv/bin/gatewatch"), "gateway", "--config",
-                 str(gateway_conf(prefix, upstream_port, gw2_port, admin2_port, WORKERS))],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )
-            processes.append(multi)
+            multi = start_gateway(gateway_conf(prefix, upstream_port, gw2_port, admin2_port, WORKERS), env, processes)
         for port in (gw_port, *([gw2_port] if multi else [])):
             wait_port(port)
         auth = bearer_header()

@@ -23,7 +23,7 @@ def slowed_rate(observed_per_s: float, cap_per_s: float) -> float:
     half = observed_per_s / 2
     if half >= cap_per_s:
         return cap_per_s
-    return max(2.0 ** math.floor(math.log2(max(half, MIN_BOT_RATE_PER_S))), MIN_BOT_RATE_PER_S)
+    return 2.0 ** math.floor(math.log2(max(half, MIN_BOT_RATE_PER_S)))  # the minimum is a power of two
 
 
 def scored(model: BotModel, frame: pd.DataFrame, min_requests: int) -> pd.DataFrame:

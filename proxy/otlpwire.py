@@ -10,7 +10,9 @@ RSS). Field numbers are those of opentelemetry/proto/{trace,resource,common}/v1/
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from typing import Any
 
 from gatewatch.wire import varint
 from proxy.policy import AttributeValue
@@ -49,43 +51,42 @@ def _any_value(value: object) -> bytes:
     return _field(0x0A, str(value).encode())
 
 
-class _AttributeCache(dict[tuple[str, object, type], bytes]):
-    """Encoded `attributes` entries (KeyValue fields with tag `tag`) by (key, value, type): methods,
-    routes, status codes, clients and agents repeat on most spans. Bounded: cleared when full."""
+class _EncodedCache(dict[Any, bytes]):
+    """Encodings made by `encode` on first use, by what they encode: methods, routes, status codes,
+    clients, agents and span names repeat on most spans. Bounded: cleared when full."""
 
-    def __init__(self, tag: int) -> None:
+    def __init__(self, encode: Callable[[Any], bytes], limit: int) -> None:
         super().__init__()
-        self.tag = bytes((tag,))
+        self.encode = encode
+        self.limit = limit
 
-    def __missing__(self, item: tuple[str, object, type]) -> bytes:
-        key, value, _ = item
-        entry = _field(0x0A, key.encode()) + _field(0x12, _any_value(value))
-        encoded = self.tag + varint(len(entry)) + entry
-        if len(self) >= 16384:
+    def __missing__(self, item: Any) -> bytes:
+        encoded = self.encode(item)
+        if len(self) >= self.limit:
             self.clear()
         self[item] = encoded
         return encoded
 
 
-class _NameCache(dict[tuple[str, int], bytes]):
-    """Encoded name (field 5) and kind (field 6) of a span by (name, kind): `METHOD route` repeats on
-    most spans. Bounded: cleared when full."""
-
-    def __missing__(self, item: tuple[str, int]) -> bytes:
-        name, kind = item
-        encoded = _field(0x2A, name.encode()) + b"\x30" + varint(kind)
-        if len(self) >= 4096:
-            self.clear()
-        self[item] = encoded
-        return encoded
+def _key_value(tag: bytes, item: tuple[str, object, type]) -> bytes:
+    """One `attributes` entry (a KeyValue field with tag `tag`) of a (key, value, type) item."""
+    key, value, _ = item
+    entry = _field(0x0A, key.encode()) + _field(0x12, _any_value(value))
+    return tag + varint(len(entry)) + entry
 
 
-_NAMES = _NameCache()
-_SPAN_ENTRIES = _AttributeCache(0x4A)  # Span.attributes = 9
-_RESOURCE_ENTRIES = _AttributeCache(0x0A)  # Resource.attributes = 1
+def _name_and_kind(item: tuple[str, int]) -> bytes:
+    """A span's name (field 5) and kind (field 6)."""
+    name, kind = item
+    return _field(0x2A, name.encode()) + b"\x30" + varint(kind)
 
 
-def _attributes(attributes: Mapping[str, object], entries: _AttributeCache = _SPAN_ENTRIES) -> bytes:
+_NAMES = _EncodedCache(_name_and_kind, 4096)
+_SPAN_ENTRIES = _EncodedCache(partial(_key_value, b"\x4a"), 16384)  # Span.attributes = 9
+_RESOURCE_ENTRIES = _EncodedCache(partial(_key_value, b"\x0a"), 16384)  # Resource.attributes = 1
+
+
+def _attributes(attributes: Mapping[str, object], entries: _EncodedCache = _SPAN_ENTRIES) -> bytes:
     """Repeated attributes (span field 9 by default). `object` values, not only AttributeValue:
     compiled, a narrower type would raise on a caller's non-scalar instead of sending its text."""
     # The type is part of the key: True == 1 == 1.0 must not share an encoding.

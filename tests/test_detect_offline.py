@@ -85,6 +85,12 @@ def test_combined_log_parsing(tmp_path):
     assert list(read_combined(log, "user")["client"]) == ["alice", "-"]
 
 
+def _log_rows(requests: list[simulate.Request]) -> pd.DataFrame:
+    """Simulated requests as the offline scorer reads a log."""
+    return pd.DataFrame([{"ts": r.ts, "client": r.client, "method": r.method, "path": r.path, "status": r.status,
+                          "user_agent": r.user_agent, "subject": r.subject} for r in requests])
+
+
 def test_sql_and_offline_features_agree(store, settings):
     start = time.time() - 200
     scenario = simulate.scenario(seed=5, start=start, duration_s=200, humans=5, bot_after_s=20)
@@ -93,8 +99,7 @@ def test_sql_and_offline_features_agree(store, settings):
 
     now = datetime.fromtimestamp(start + 200, UTC)
     sql = client_features(store, settings.database, now, 120).set_index("client").sort_index()
-    frame = pd.DataFrame([{"ts": r.ts, "client": r.client, "method": r.method, "path": r.path, "status": r.status,
-                           "user_agent": r.user_agent, "subject": r.subject} for r in scenario.requests])
+    frame = _log_rows(scenario.requests)
     frame = frame[(frame["ts"] > now.timestamp() - 120) & (frame["ts"] <= now.timestamp())]
     offline = window_features(frame, 120).set_index("client").sort_index()
     assert list(sql.index) == list(offline.index)
@@ -110,9 +115,7 @@ def _rotating_scraper_window(seed: int) -> tuple[pd.DataFrame, list[str]]:
     rotators = [f"203.0.113.{i + 1}" for i in range(6)]
     for client in rotators:
         requests += simulate.bot(rng, "rotator", client, float(rng.uniform(0, 2)), 120.0)
-    frame = pd.DataFrame([{"ts": r.ts, "client": r.client, "method": r.method, "path": r.path, "status": r.status,
-                           "user_agent": r.user_agent, "subject": r.subject} for r in requests])
-    return window_features(frame, 120), rotators
+    return window_features(_log_rows(requests), 120), rotators
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -16,7 +16,9 @@ import sys
 import httptools
 import uvloop
 
-_HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade"}
+from proxy.headers import HOP_BY_HOP
+
+_HOP_BY_HOP = frozenset(name.encode() for name in HOP_BY_HOP)  # the gateway's set, as the parser's bytes
 
 
 class _Upstream(asyncio.Protocol):
