@@ -158,6 +158,11 @@ def answered(response: Response) -> Awaitable[Response]:
     return _Answered(response)
 
 
+def answered_now(awaitable: Awaitable[Response]) -> Response | None:
+    """The response in an awaitable that `answered` made, else None (the server then awaits it)."""
+    return awaitable.response if isinstance(awaitable, _Answered) else None
+
+
 class _Answered:
     __slots__ = ("response",)
 

@@ -15,7 +15,7 @@ import logging
 import ssl as ssl_module
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar, cast
@@ -33,6 +33,7 @@ from proxy.policy import (
     ProxyError,
     Request,
     Response,
+    answered_now,
 )
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,13 @@ class HttpServerProtocol(WriteFlow):
         self.head_started = 0.0
         # handling state
         self.pending: deque[tuple[Request, RequestBody | None, bool]] = deque()
-        self.busy = False
+        self.busy = False  # a request is being handled (they are answered one at a time, in order)
+        self.dispatching = False  # in _dispatch: an answer given meanwhile leaves the next one to it
+        # the request being handled
+        self.exchange: Exchange | None = None
+        self.request_body: RequestBody | None = None
+        self.keep_alive = True
+        self.admitted = False  # counted in server.inflight
         self.served = 0
         self.idle_since = self.loop.time()
         self.closing = False
@@ -262,9 +269,13 @@ class HttpServerProtocol(WriteFlow):
             pass  # the request was dispatched; protocol upgrades are not proxied
         except httptools.HttpParserError as exc:
             self._parse_failed(str(exc))
-            return
-        if self.in_head and self.head_bytes > self.limits.max_header_bytes:
-            self._reject(431, "header_too_large", "request headers too large")
+        else:
+            if self.in_head and self.head_bytes > self.limits.max_header_bytes:
+                self._reject(431, "header_too_large", "request headers too large")
+        # Handlers start once the chunk is parsed, never inside the parser's callbacks: one may
+        # answer (and close) at once, and the parser must not be fed again from within itself.
+        if self.pending and not self.busy and not self.dispatching:
+            self._dispatch()
 
     # httptools callbacks
     def on_message_begin(self) -> None:
@@ -294,9 +305,7 @@ class HttpServerProtocol(WriteFlow):
         self.pending.append((request, self.body, keep_alive))
         if self.body is not None and (request.headers.get("expect") or "").lower() == "100-continue":
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if not self.busy:
-            self._next_request()
-        elif len(self.pending) > 8:
+        if len(self.pending) > 8:
             self.pause_reading()  # a client pipelining far ahead waits for us
 
     def on_body(self, body: bytes) -> None:
@@ -336,80 +345,156 @@ class HttpServerProtocol(WriteFlow):
             self.parser.get_http_version(), content_length,
         )
 
+    def _dispatch(self) -> None:
+        """Handle the pending requests in order while each is answered at once; then wait."""
+        self.dispatching = True
+        try:
+            while not self.busy and not self.closing:
+                if self.pending:
+                    self._next_request()
+                elif self.deferred is not None:
+                    status, code, message = self.deferred
+                    self._answer_error(status, code, message)
+                else:
+                    self.idle_since = self.loop.time()
+                    break
+        finally:
+            self.dispatching = False
+
     def _next_request(self) -> None:
+        """Start the handler on the next pending request.
+
+        The handler's answer is usually a future (the upstream caller's callback path, passed on by
+        plain-`def` policies) or a response given at once; those are answered from callbacks. Any
+        other awaitable (an `async def` policy) is awaited in a task.
+        """
         request, body, keep_alive = self.pending.popleft()
         self.busy = True
         if self.read_paused and len(self.pending) <= 8 and (self.body is None or self.body.queued < _BODY_HIGH_WATER):
             self.resume_reading()
-        task = self.loop.create_task(self._handle(request, body, keep_alive))
-        self.server.tasks.add(task)
-        task.add_done_callback(self.server.tasks.discard)
-
-    async def _handle(self, request: Request, body: RequestBody | None, keep_alive: bool) -> None:
         exchange = Exchange(request, self.client[0], self.client[1], self.scheme)
         if self.peer_cert:
             exchange.state["peer_cert"] = self.peer_cert
-        close_after = False
+        self.exchange, self.request_body, self.keep_alive = exchange, body, keep_alive
         server = self.server
         limits = server.limits
-        admitted = not limits.max_inflight or server.inflight < limits.max_inflight
-        try:
-            if not admitted:
-                server.shed("inflight")
-                response = shed_response("inflight", limits.retry_after_s)
-            else:
-                server.inflight += 1
-                response = await self.handler(exchange)
-        except ProxyError as exc:
-            response = exc.response()
-            close_after = isinstance(exc, ClientTimeout)
-        except BodyTooLarge as too_large:  # not `exc`: compiled, a name keeps its first type (ProxyError)
-            response = ProxyError(str(too_large), 413, "body_too_large").response()
-            close_after = True
-        except ClientGone:
-            exchange.complete(499)
-            self._close()
+        if limits.max_inflight and server.inflight >= limits.max_inflight:
+            server.shed("inflight")
+            self._respond(shed_response("inflight", limits.retry_after_s), False)
             return
-        except Exception:
-            log.exception("request handler failed")
-            response = ProxyError("internal error", 500, "internal_error").response()
+        server.inflight += 1
+        self.admitted = True
+        try:
+            answer = self.handler(exchange)
+        except Exception as exc:  # a plain-def policy (or the caller) failed before any await
+            self._failed(exc)
+            return
+        response = answered_now(answer)
+        if response is not None:
+            self._respond(response, False)
+        elif isinstance(answer, asyncio.Future):
+            server.tasks.add(answer)
+            answer.add_done_callback(self._on_answer)
+        else:
+            self._track(self.loop.create_task(self._await_answer(answer)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """Hold a request's task until it ends (stop() drains what is held)."""
+        self.server.tasks.add(task)
+        task.add_done_callback(self.server.tasks.discard)
+
+    def _on_answer(self, answer: asyncio.Future[Response]) -> None:
+        self.server.tasks.discard(answer)
+        if answer.cancelled():
+            return  # stop() gave up on it: the connection is aborted
+        error = answer.exception()
+        if error is not None:
+            self._failed(error)
+            return
+        streaming = self._respond(answer.result(), False)
+        if streaming is not None:
+            self._track(self.loop.create_task(streaming))
+
+    async def _await_answer(self, answer: Awaitable[Response]) -> None:
+        try:
+            response = await answer
+        except Exception as exc:
+            self._failed(exc)
+            return
+        streaming = self._respond(response, False)
+        if streaming is not None:
+            await streaming
+
+    def _failed(self, exc: BaseException) -> None:
+        """Answer the request whose handler raised `exc`."""
+        if isinstance(exc, ProxyError):
+            self._respond(exc.response(), isinstance(exc, ClientTimeout))
+        elif isinstance(exc, BodyTooLarge):
+            self._respond(ProxyError(str(exc), 413, "body_too_large").response(), True)
+        elif isinstance(exc, ClientGone):
+            self._close()
+            self._answered(499, False)
+        else:
+            log.error("request handler failed", exc_info=exc)
+            self._respond(ProxyError("internal error", 500, "internal_error").response(), False)
+
+    def _respond(self, response: Response, close_after: bool) -> Coroutine[Any, Any, None] | None:
+        """Send the handler's response: at once when its body is whole, else the coroutine that
+        streams it (the caller runs it)."""
+        body = self.request_body
         if body is not None and isinstance(body.error, ProxyError):
             # The request body turned out malformed (or too slow): that is the answer, whatever the
             # handler made of the part it saw (an upstream's early answer, a failed write upstream).
             response, close_after = body.error.response(), True
         if body is not None and not body.done:
             close_after = True  # the rest of the upload would be read as the next request
+        exchange = self.exchange
+        assert exchange is not None
         if exchange.response_fields:
             response.headers.extend(exchange.response_fields)
         ends_here = self.broken and self.deferred is None  # else the deferred answer closes it
-        keep_alive = keep_alive and not close_after and not self.server.draining and not ends_here
+        keep_alive = self.keep_alive and not close_after and not self.server.draining and not ends_here
+        request = exchange.request
+        if not isinstance(response.body, bytes):
+            return self._stream(request, response, keep_alive)
         status = response.status
-        try:
-            if isinstance(response.body, bytes):  # the usual case: one write, no coroutine for it
-                keep_alive = self._send_whole(request, response, keep_alive)
-            else:
-                keep_alive = await self._send(request, response, keep_alive)
+        try:  # the usual case: one write, no coroutine for it
+            keep_alive = self._send_whole(request, response, keep_alive)
         except Exception:
             log.exception("writing the response failed")
             keep_alive = False
             status = 599 if status < 500 else status
-        finally:
-            if admitted:
-                server.inflight -= 1
-            # Spans and metrics after the answers of the requests that arrived with this one: under a
-            # burst their responses go out first (the completions cost ~10 us a request).
-            self.loop.call_soon(exchange.complete, status)
+        self._answered(status, keep_alive)
+        return None
+
+    async def _stream(self, request: Request, response: Response, keep_alive: bool) -> None:
+        status = response.status
+        try:
+            keep_alive = await self._send(request, response, keep_alive)
+        except Exception:
+            log.exception("writing the response failed")
+            keep_alive = False
+            status = 599 if status < 500 else status
+        self._answered(status, keep_alive)
+
+    def _answered(self, status: int, keep_alive: bool) -> None:
+        """The request is answered (or given up): account for it, then go on to the next one."""
+        server = self.server
+        if self.admitted:
+            self.admitted = False
+            server.inflight -= 1
+        exchange = self.exchange
+        assert exchange is not None
+        # Spans and metrics after the answers of the requests that arrived with this one: under a
+        # burst their responses go out first (the completions cost ~10 us a request).
+        server.completions.add(self.loop, exchange, status)
+        self.exchange = self.request_body = None
         self.served += 1
         self.busy = False
         if not keep_alive:
             self._close()
-        elif self.pending:
-            self._next_request()
-        elif self.deferred is not None:
-            status, code, message = self.deferred
-            self._answer_error(status, code, message)
-        else:
-            self.idle_since = self.loop.time()
+        elif not self.dispatching:
+            self._dispatch()
 
     def _head(self, request: Request, response: Response, keep_alive: bool) -> tuple[bytearray, bool, bool]:
         """The response head, whether the body goes chunked, and whether the connection stays open."""
@@ -489,7 +574,7 @@ class HttpServerProtocol(WriteFlow):
         """Answer a request we could not parse or accept, then close the connection."""
         if self.server.on_reject is not None:
             self.server.on_reject(status, code)
-        if self.busy:
+        if self.busy or self.pending:
             # A request is in flight. If its body was malformed, its handler answers with the body's
             # error; otherwise the bad bytes start a later request, answered after those before it.
             # Either way the connection closes then and nothing more is parsed.
@@ -549,6 +634,29 @@ class HttpServerProtocol(WriteFlow):
         self._arm_timer(min(max(deadline - now, 0.01), self.tick))
 
 
+class Completions:
+    """Exchanges to complete (spans, metrics) at the end of the loop pass that answered them: one
+    callback a pass rather than one a request, and after that pass's responses are written."""
+
+    def __init__(self) -> None:
+        self._held: list[tuple[Exchange, int]] = []
+
+    def add(self, loop: asyncio.AbstractEventLoop, exchange: Exchange, status: int) -> None:
+        """Complete `exchange` with `status` at the end of this pass of `loop`."""
+        if not self._held:
+            loop.call_soon(self.run)
+        self._held.append((exchange, status))
+
+    def run(self) -> None:
+        """Complete every held exchange (a failing completion is logged; the others still run)."""
+        held, self._held = self._held, []
+        for exchange, status in held:
+            try:
+                exchange.complete(status)
+            except Exception:
+                log.exception("completing a request failed")
+
+
 class ClientGone(Exception):
     """The client disconnected while its request was in flight."""
 
@@ -572,7 +680,8 @@ class HttpServer:
         self.backlog = backlog
         self.reuse_port = reuse_port  # several worker processes listen on one port; the kernel spreads connections
         self.connections: set[HttpServerProtocol] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Future[Any]] = set()  # requests awaited by a task or a callback
+        self.completions = Completions()  # exchanges to complete at the end of each loop pass
         self.draining = False
         self._server: asyncio.Server | None = None
         self.writes = WriteBatch()  # whole answers, written at the end of each loop pass

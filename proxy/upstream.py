@@ -129,6 +129,9 @@ class _UpstreamProtocol(WriteFlow):
         self.read_paused = False
         self.keep_alive = True
         self.head = False
+        # The callback path's listener (`_Call.on_head`): told once the head is in or the exchange
+        # failed, from this protocol's own callbacks; the awaiting path uses `headers_future`.
+        self.on_head: Callable[[_UpstreamProtocol], None] | None = None
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,6 +146,16 @@ class _UpstreamProtocol(WriteFlow):
             self._fail(UpstreamConnectError("upstream switched protocols; not supported"))
         except httptools.HttpParserError as exc:
             self._fail(UpstreamConnectError(f"malformed response from upstream: {exc}"))
+        else:
+            # After the whole chunk, not in on_headers_complete: a body that came with the head is
+            # then queued, and `complete` says whether it is all there.
+            if self.status and self.on_head is not None:
+                self._tell_head()
+
+    def _tell_head(self) -> None:
+        listener, self.on_head = self.on_head, None
+        if listener is not None:
+            listener(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -193,6 +206,7 @@ class _UpstreamProtocol(WriteFlow):
         future = self.headers_future
         if future is not None and not future.done():
             future.set_exception(exc)
+        self._tell_head()
         self._wake()
         if self.transport is not None:
             self.transport.close()
@@ -202,8 +216,9 @@ class _UpstreamProtocol(WriteFlow):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def reset(self, head: bool) -> None:
-        """Prepare for the next request on this connection."""
+    def reset(self, head: bool, on_head: Callable[[_UpstreamProtocol], None] | None = None) -> None:
+        """Prepare for the next request on this connection; the response's head is announced to
+        `on_head`, or else by `headers_future`."""
         self.status = 0
         self.raw_headers = []
         self.chunks.clear()
@@ -211,7 +226,8 @@ class _UpstreamProtocol(WriteFlow):
         self.complete = False
         self.error = None
         self.head = head
-        self.headers_future = self.loop.create_future()
+        self.on_head = on_head
+        self.headers_future = self.loop.create_future() if on_head is None else None
 
     async def drain(self) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
@@ -354,13 +370,20 @@ def _request_head(request: Request, headers: Headers) -> tuple[bytes, bool]:
 
 
 class UpstreamCaller:
-    """The terminal handler: forward the exchange to its upstream cluster, stream the answer back."""
+    """The terminal handler: forward the exchange to its upstream cluster, stream the answer back.
+
+    A bodiless request on a pooled connection (the usual case) is answered from the connection's
+    callbacks: the returned future is resolved when the head is in, with no coroutine or task of
+    its own (README Proxy performance). Anything else (a body to send, a connection to open) goes
+    through the `_call` coroutine. Both make the response in `_response_of`.
+    """
 
     def __init__(self, pool: ConnectionPool | None = None, add_forwarded: bool = True) -> None:
         self.pool = pool or ConnectionPool()
         self.add_forwarded = add_forwarded
+        self.retries: set[asyncio.Task[None]] = set()  # callback-path retries in flight (held, not collected)
 
-    async def __call__(self, exchange: Exchange) -> Response:
+    def __call__(self, exchange: Exchange) -> Awaitable[Response]:
         cluster = exchange.upstream
         if cluster is None:
             raise NoRoute("no upstream selected for this request")
@@ -368,37 +391,52 @@ class UpstreamCaller:
         exchange.endpoint = endpoint
         wait_s = _remaining(exchange)
         request = exchange.request
-        head = request.method == "HEAD"
         headers = upstream_request_headers(exchange, self.add_forwarded)
+        conn = self.pool.idle_connection(endpoint)
+        if conn is None or request.content_length is not None or "transfer-encoding" in request.headers:
+            return self._call(conn, exchange, headers, wait_s, cluster, endpoint)
+        return _Call(self, conn, exchange, headers, wait_s, cluster, endpoint).future
+
+    async def _call(
+        self, conn: _UpstreamProtocol | None, exchange: Exchange, headers: Headers, wait_s: float | None,
+        cluster: Cluster, endpoint: Endpoint,
+    ) -> Response:
+        """The request on `conn`, or on a new connection when None."""
         try:
-            conn = self.pool.idle_connection(endpoint)
             reused = conn is not None
             if conn is None:
                 conn = await self.pool.connect(endpoint, cluster.connect_timeout_s)
             # A pooled connection the upstream closed while idle fails before any byte of the answer;
             # that is safe to retry once on a fresh connection when the body can be replayed.
             try:
-                return await self._exchange_on(conn, exchange, headers, head, wait_s, cluster, endpoint)
+                return await self._exchange_on(conn, exchange, headers, wait_s, cluster, endpoint)
             except UpstreamConnectError:
-                if not (reused and request.replayable):
+                if not (reused and exchange.request.replayable):
                     raise
-            request.fresh_body()
-            conn, _ = await self.pool.acquire(endpoint, cluster.connect_timeout_s)
-            return await self._exchange_on(conn, exchange, headers, head, wait_s, cluster, endpoint)
+            return await self._again(exchange, headers, wait_s, cluster, endpoint)
         except (UpstreamConnectError, UpstreamTimeout):
             cluster.report(endpoint, ok=False)
             raise
 
-    async def _exchange_on(
-        self, conn: _UpstreamProtocol, exchange: Exchange, headers: Headers, head: bool,
-        wait_s: float | None, cluster: Cluster, endpoint: Endpoint,
+    async def _again(
+        self, exchange: Exchange, headers: Headers, wait_s: float | None, cluster: Cluster, endpoint: Endpoint,
     ) -> Response:
+        """The one retry after a pooled connection failed: the replayed request on another connection."""
+        exchange.request.fresh_body()
+        conn, _ = await self.pool.acquire(endpoint, cluster.connect_timeout_s)
+        return await self._exchange_on(conn, exchange, headers, wait_s, cluster, endpoint)
+
+    async def _exchange_on(
+        self, conn: _UpstreamProtocol, exchange: Exchange, headers: Headers, wait_s: float | None,
+        cluster: Cluster, endpoint: Endpoint,
+    ) -> Response:
+        head = exchange.request.method == "HEAD"
         conn.reset(head)
         try:
             head_bytes, with_body = _request_head(exchange.request, headers)
             if with_body:
                 await self._write_body(conn, exchange.request, bytearray(head_bytes))
-            else:  # the usual case: the whole request in one write, no coroutine for it
+            else:
                 assert conn.transport is not None
                 self.pool.writes.write(conn.loop, conn.transport, head_bytes)
             assert conn.headers_future is not None
@@ -409,6 +447,12 @@ class UpstreamCaller:
                 future.exception()  # retrieved: a failure we are already propagating another way
             self.pool.discard(conn)
             raise
+        return self._response_of(conn, head, wait_s, cluster, endpoint)
+
+    def _response_of(
+        self, conn: _UpstreamProtocol, head: bool, wait_s: float | None, cluster: Cluster, endpoint: Endpoint,
+    ) -> Response:
+        """The response whose head `conn` has received; its body whole when it is in, else streamed."""
         cluster.report(endpoint, ok=conn.status < 500)
         response_headers, content_length = response_headers_from_upstream(conn.raw_headers)
         if head or conn.status in (204, 304):
@@ -452,6 +496,90 @@ class UpstreamCaller:
     def close(self) -> None:
         """Close pooled connections."""
         self.pool.close()
+
+
+class _Call:
+    """One bodiless request on a pooled connection, answered from the connection's callbacks."""
+
+    def __init__(
+        self, caller: UpstreamCaller, conn: _UpstreamProtocol, exchange: Exchange, headers: Headers,
+        wait_s: float | None, cluster: Cluster, endpoint: Endpoint,
+    ) -> None:
+        self.caller = caller
+        self.exchange = exchange
+        self.headers = headers
+        self.wait_s = wait_s
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.head = exchange.request.method == "HEAD"
+        self.future: asyncio.Future[Response] = conn.loop.create_future()
+        self.timer: asyncio.TimerHandle | None = None
+        self.conn: _UpstreamProtocol | None = conn
+        pool = caller.pool
+        conn.reset(self.head, self.on_head)
+        assert conn.transport is not None
+        pool.writes.write(conn.loop, conn.transport, _request_head(exchange.request, headers)[0])
+        if wait_s is not None:
+            self.timer = pool.deadlines.watch(conn.loop, self, wait_s, self.on_expire)
+
+    def on_head(self, conn: _UpstreamProtocol) -> None:
+        """The connection has the response's head, or failed before it."""
+        self.conn = None
+        if self.wait_s is not None:
+            self.caller.pool.deadlines.unwatch(self, self.timer)
+        caller, future = self.caller, self.future
+        if future.done():  # cancelled (shutdown)
+            caller.pool.discard(conn)
+            return
+        error = conn.error
+        if error is None:
+            future.set_result(caller._response_of(conn, self.head, self.wait_s, self.cluster, self.endpoint))
+            return
+        caller.pool.discard(conn)
+        if isinstance(error, UpstreamConnectError) and self.exchange.request.replayable:  # see _call
+            retry = conn.loop.create_task(self._retry())
+            caller.retries.add(retry)
+            retry.add_done_callback(caller.retries.discard)
+            return
+        self.cluster.report(self.endpoint, ok=False)
+        future.set_exception(error)
+
+    def on_expire(self) -> None:
+        """No head within the timeout: give up the connection."""
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        conn.on_head = None
+        self.caller.pool.discard(conn)
+        self.cluster.report(self.endpoint, ok=False)
+        if not self.future.done():
+            assert self.wait_s is not None
+            self.future.set_exception(_timeout_error(self.wait_s)())
+
+    async def _retry(self) -> None:
+        caller, future = self.caller, self.future
+        try:
+            response = await caller._again(self.exchange, self.headers, self.wait_s, self.cluster, self.endpoint)
+        except (UpstreamConnectError, UpstreamTimeout) as exc:
+            self.cluster.report(self.endpoint, ok=False)
+            if not future.done():
+                future.set_exception(exc)
+            return
+        except Exception as failure:  # handed to the request's handler, which answers it
+            if not future.done():
+                future.set_exception(failure)
+            return
+        if not future.done():
+            future.set_result(response)
+        elif not isinstance(response.body, bytes):
+            await _close_body(response)
+
+
+async def _close_body(response: Response) -> None:
+    """Close a streamed body nobody will read (its connection is closed, not reused)."""
+    closer = getattr(response.body, "aclose", None)
+    if closer is not None:
+        await closer()
 
 
 def _remaining(exchange: Exchange) -> float | None:
