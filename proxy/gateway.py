@@ -24,7 +24,7 @@ from proxy.gatewaypolicies import AccessPolicy, AuthPolicy
 from proxy.metrics import GatewayMetrics, MetricsPolicy
 from proxy.policy import Policy, build_chain
 from proxy.ratelimit import Gcra
-from proxy.routing import Route, Router, RoutingPolicy, make_route
+from proxy.routing import Route, Router, RoutingPolicy, http_route_of, make_route
 from proxy.server import HttpServer, ServerLimits
 from proxy.sharedlimits import SharedTatTable
 from proxy.spans import Tracer
@@ -168,7 +168,7 @@ class GatewayService:
                 config.tracing.service_name, self.settings.collector_endpoint, "gatewatch.proxy",
                 config.tracing.sample_ratio, on_outcome=self.metrics.span_outcome,
             )
-            policies.append(TracingPolicy(tracer, lambda exchange: exchange.route and exchange.route.http_route))
+            policies.append(TracingPolicy(tracer, http_route_of))
         policies += [
             self._routing, AuthPolicy(config.subject_header, self.metrics),
             AccessPolicy(self.decisions, self.metrics, self.shared),

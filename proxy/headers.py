@@ -84,6 +84,7 @@ def response_headers_from_upstream(raw: list[tuple[str, str]]) -> tuple[Headers,
     return Headers.trusted(kept), length
 
 
-def encode_fields(items: list[tuple[str, str]]) -> bytes:
-    """Header fields as `name: value` lines, latin-1, for a message head."""
-    return "".join([f"{name}: {value}\r\n" for name, value in items]).encode("latin-1")
+def message_head(start_line: str, items: list[tuple[str, str]], tail: str = "\r\n") -> bytes:
+    """A message head in latin-1: `start_line` (with its CRLF), the fields as `name: value` lines,
+    then `tail` (more lines, ending with the empty line). One string, encoded once."""
+    return (start_line + "".join([f"{name}: {value}\r\n" for name, value in items]) + tail).encode("latin-1")

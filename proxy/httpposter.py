@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from proxy.headers import encode_fields
+from proxy.headers import message_head
 
 CONNECTION_ERRORS = (OSError, httptools.HttpParserError)  # refused, reset, timed out, bad response
 _READ_SIZE = 16384
@@ -52,7 +52,7 @@ def encode_head(path: str, host: str, headers: Mapping[str, str], length: int) -
         if any(char in name + value for char in "\r\n\0") or not name or ":" in name:
             raise ValueError(f"invalid HTTP header {name!r}")
     fields = [("host", host), ("content-length", str(length)), *headers.items()]
-    return f"POST {path} HTTP/1.1\r\n".encode("latin-1") + encode_fields(fields) + b"\r\n"
+    return message_head(f"POST {path} HTTP/1.1\r\n", fields)
 
 
 class HttpPoster:

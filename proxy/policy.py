@@ -34,10 +34,11 @@ One engine, several chains (Envoy's filter-chain idea). A policy is onion-shaped
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable, Generator, Iterable
 from functools import partial
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from proxy.bodies import EMPTY_BODY, Body, limit_body, replayed
 
@@ -196,6 +197,59 @@ class Response:
         response = cls(status, Headers(headers), json.dumps(payload, separators=(",", ":")).encode())
         response.headers.set("content-type", "application/json")
         return response
+
+
+Listener = Callable[["Response | None", "BaseException | None"], None]
+
+
+class Pending:
+    """A response still to come, handed to one listener once settled: the upstream caller's callback
+    path (no future, no task). The server listens; an `async def` policy may simply await it."""
+
+    def __init__(self) -> None:
+        self.settled = False
+        self.response: Response | None = None
+        self.error: BaseException | None = None
+        self._listener: Listener | None = None
+        self._future: asyncio.Future[Response] | None = None
+
+    def listen(self, listener: Listener) -> None:
+        """Call `listener(response, error)` when settled (now, if it is)."""
+        if self.settled:
+            listener(self.response, self.error)
+        else:
+            self._listener = listener
+
+    def resolve(self, response: Response) -> None:
+        """Settle with a response (a second settlement is ignored)."""
+        self._settle(response, None)
+
+    def fail(self, error: BaseException) -> None:
+        """Settle with an error (a second settlement is ignored)."""
+        self._settle(None, error)
+
+    def _settle(self, response: Response | None, error: BaseException | None) -> None:
+        if self.settled:
+            return
+        self.settled, self.response, self.error = True, response, error
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener(response, error)
+        future = self._future
+        if future is not None and not future.done():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(cast(Response, response))
+
+    def __await__(self) -> Generator[Any, None, Response]:
+        if not self.settled:
+            if self._future is None:
+                self._future = asyncio.get_running_loop().create_future()
+            return (yield from self._future)
+        if self.error is not None:
+            raise self.error
+        return cast(Response, self.response)
 
 
 class ProxyError(Exception):

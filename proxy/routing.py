@@ -68,6 +68,12 @@ def make_route(
     )
 
 
+def http_route_of(exchange: Exchange) -> str | None:
+    """The matched route's template (`http.route`), or None before routing or without a match."""
+    route: Route | None = exchange.route
+    return route.http_route if route is not None else None
+
+
 class Router:
     """An ordered route table."""
 

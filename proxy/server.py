@@ -10,6 +10,7 @@ chain) with an `Exchange`; a `ProxyError` becomes its status with a JSON body.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import ssl as ssl_module
@@ -24,12 +25,13 @@ import httptools
 
 from proxy.bodies import Body, BodyTooLarge
 from proxy.flow import WriteBatch, WriteFlow
-from proxy.headers import encode_fields
+from proxy.headers import message_head
 from proxy.policy import (
     CallNext,
     ClientTimeout,
     Exchange,
     Headers,
+    Pending,
     ProxyError,
     Request,
     Response,
@@ -95,18 +97,18 @@ def http_date(seconds: float) -> str:
 
 
 class _Clock:
-    """Cached `Date` header value, refreshed once a second."""
+    """Cached `Date` field line, refreshed once a second."""
 
     second: ClassVar[int] = 0
-    value: ClassVar[bytes] = b""
+    line: ClassVar[str] = ""
 
     @classmethod
-    def date(cls) -> bytes:
+    def date_line(cls) -> str:
         now = int(time.time())
         if now != cls.second:
             cls.second = now
-            cls.value = http_date(now).encode()
-        return cls.value
+            cls.line = f"date: {http_date(now)}\r\n"
+        return cls.line
 
 
 class RequestBody:
@@ -364,9 +366,9 @@ class HttpServerProtocol(WriteFlow):
     def _next_request(self) -> None:
         """Start the handler on the next pending request.
 
-        The handler's answer is usually a future (the upstream caller's callback path, passed on by
-        plain-`def` policies) or a response given at once; those are answered from callbacks. Any
-        other awaitable (an `async def` policy) is awaited in a task.
+        The handler's answer is usually a `Pending` (the upstream caller's callback path, passed on
+        by plain-`def` policies) or a response given at once; those are answered from callbacks.
+        Any other awaitable (an `async def` policy) is awaited in a task.
         """
         request, body, keep_alive = self.pending.popleft()
         self.busy = True
@@ -392,9 +394,8 @@ class HttpServerProtocol(WriteFlow):
         response = answered_now(answer)
         if response is not None:
             self._respond(response, False)
-        elif isinstance(answer, asyncio.Future):
-            server.tasks.add(answer)
-            answer.add_done_callback(self._on_answer)
+        elif isinstance(answer, Pending):
+            answer.listen(self._on_settled)
         else:
             self._track(self.loop.create_task(self._await_answer(answer)))
 
@@ -403,15 +404,12 @@ class HttpServerProtocol(WriteFlow):
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
 
-    def _on_answer(self, answer: asyncio.Future[Response]) -> None:
-        self.server.tasks.discard(answer)
-        if answer.cancelled():
-            return  # stop() gave up on it: the connection is aborted
-        error = answer.exception()
+    def _on_settled(self, response: Response | None, error: BaseException | None) -> None:
         if error is not None:
             self._failed(error)
             return
-        streaming = self._respond(answer.result(), False)
+        assert response is not None
+        streaming = self._respond(response, False)
         if streaming is not None:
             self._track(self.loop.create_task(streaming))
 
@@ -491,34 +489,33 @@ class HttpServerProtocol(WriteFlow):
         self.exchange = self.request_body = None
         self.served += 1
         self.busy = False
+        if server.draining:
+            server.note_answer()
         if not keep_alive:
             self._close()
         elif not self.dispatching:
             self._dispatch()
 
-    def _head(self, request: Request, response: Response, keep_alive: bool) -> tuple[bytearray, bool, bool]:
+    def _head(self, request: Request, response: Response, keep_alive: bool) -> tuple[bytes, bool, bool]:
         """The response head, whether the body goes chunked, and whether the connection stays open."""
         body = response.body
         status = response.status
         head_only = request.method == "HEAD"
         reason = response.reason or _REASONS.get(status, "Unknown")
-        head = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("latin-1")))
-        head += encode_fields(response.headers.items())
-        if "date" not in response.headers:
-            head += b"date: " + _Clock.date() + b"\r\n"
+        tail = "" if "date" in response.headers else _Clock.date_line()
         chunked = False
         if isinstance(body, bytes):
-            head += b"content-length: %d\r\n" % len(body)
+            tail += f"content-length: {len(body)}\r\n"
         elif response.content_length is not None:
-            head += b"content-length: %d\r\n" % response.content_length
+            tail += f"content-length: {response.content_length}\r\n"
         elif request.version == "1.1" and status not in (204, 304) and not head_only:
-            head += b"transfer-encoding: chunked\r\n"
+            tail += "transfer-encoding: chunked\r\n"
             chunked = True
         elif status not in (204, 304) and not head_only:
             keep_alive = False  # HTTP/1.0 without a length: the close delimits the body
         if not keep_alive:
-            head += b"connection: close\r\n"
-        head += b"\r\n"
+            tail += "connection: close\r\n"
+        head = message_head(f"HTTP/1.1 {status} {reason}\r\n", response.headers.items(), tail + "\r\n")
         return head, chunked, keep_alive
 
     def _send_whole(self, request: Request, response: Response, keep_alive: bool) -> bool:
@@ -680,11 +677,17 @@ class HttpServer:
         self.backlog = backlog
         self.reuse_port = reuse_port  # several worker processes listen on one port; the kernel spreads connections
         self.connections: set[HttpServerProtocol] = set()
-        self.tasks: set[asyncio.Future[Any]] = set()  # requests awaited by a task or a callback
+        self.tasks: set[asyncio.Task[None]] = set()  # requests awaited (or streamed) by a task
         self.completions = Completions()  # exchanges to complete at the end of each loop pass
         self.draining = False
+        self.drained: asyncio.Event | None = None  # made by stop(): set when nothing is in flight
         self._server: asyncio.Server | None = None
         self.writes = WriteBatch()  # whole answers, written at the end of each loop pass
+
+    def note_answer(self) -> None:
+        """While stopping: set `drained` once no connection has a request in flight."""
+        if self.drained is not None and not any(conn.busy for conn in self.connections):
+            self.drained.set()
 
     def shed(self, reason: str) -> None:
         """Count one request or connection refused by admission control."""
@@ -710,8 +713,15 @@ class HttpServer:
         for conn in list(self.connections):
             if not conn.busy:
                 conn._close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=timeout_s)
+        # Requests answered from callbacks have no task to wait for: their connections are busy.
+        self.drained = asyncio.Event()
+        self.note_answer()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.drained.wait(), max(deadline - loop.time(), 0.0))
         for task in list(self.tasks):
             task.cancel()
         for conn in list(self.connections):

@@ -21,11 +21,12 @@ import httptools
 from proxy.bodies import upstream_body
 from proxy.deadlines import Deadlines
 from proxy.flow import WriteBatch, WriteFlow
-from proxy.headers import encode_fields, response_headers_from_upstream, upstream_request_headers
+from proxy.headers import message_head, response_headers_from_upstream, upstream_request_headers
 from proxy.policy import (
     Exchange,
     Headers,
     NoRoute,
+    Pending,
     Request,
     Response,
     UpstreamConnectError,
@@ -365,16 +366,16 @@ def _request_head(request: Request, headers: Headers) -> tuple[bytes, bool]:
     chunked = request.content_length is None and "transfer-encoding" in request.headers
     if chunked:
         headers.set("transfer-encoding", "chunked")
-    head = f"{request.method} {request.target} HTTP/1.1\r\n".encode("latin-1") + encode_fields(headers.items())
-    return head + b"\r\n", chunked or request.content_length is not None
+    head = message_head(f"{request.method} {request.target} HTTP/1.1\r\n", headers.items())
+    return head, chunked or request.content_length is not None
 
 
 class UpstreamCaller:
     """The terminal handler: forward the exchange to its upstream cluster, stream the answer back.
 
     A bodiless request on a pooled connection (the usual case) is answered from the connection's
-    callbacks: the returned future is resolved when the head is in, with no coroutine or task of
-    its own (README Proxy performance). Anything else (a body to send, a connection to open) goes
+    callbacks: the returned `Pending` is settled when the head is in, with no coroutine, task or
+    future of its own (README Proxy performance). Anything else (a body to send, a connection to open) goes
     through the `_call` coroutine. Both make the response in `_response_of`.
     """
 
@@ -395,7 +396,7 @@ class UpstreamCaller:
         conn = self.pool.idle_connection(endpoint)
         if conn is None or request.content_length is not None or "transfer-encoding" in request.headers:
             return self._call(conn, exchange, headers, wait_s, cluster, endpoint)
-        return _Call(self, conn, exchange, headers, wait_s, cluster, endpoint).future
+        return _Call(self, conn, exchange, headers, wait_s, cluster, endpoint).pending
 
     async def _call(
         self, conn: _UpstreamProtocol | None, exchange: Exchange, headers: Headers, wait_s: float | None,
@@ -512,7 +513,7 @@ class _Call:
         self.cluster = cluster
         self.endpoint = endpoint
         self.head = exchange.request.method == "HEAD"
-        self.future: asyncio.Future[Response] = conn.loop.create_future()
+        self.pending = Pending()
         self.timer: asyncio.TimerHandle | None = None
         self.conn: _UpstreamProtocol | None = conn
         pool = caller.pool
@@ -525,15 +526,18 @@ class _Call:
     def on_head(self, conn: _UpstreamProtocol) -> None:
         """The connection has the response's head, or failed before it."""
         self.conn = None
+        caller, pending = self.caller, self.pending
         if self.wait_s is not None:
-            self.caller.pool.deadlines.unwatch(self, self.timer)
-        caller, future = self.caller, self.future
-        if future.done():  # cancelled (shutdown)
-            caller.pool.discard(conn)
-            return
+            caller.pool.deadlines.unwatch(self, self.timer)
         error = conn.error
         if error is None:
-            future.set_result(caller._response_of(conn, self.head, self.wait_s, self.cluster, self.endpoint))
+            try:
+                response = caller._response_of(conn, self.head, self.wait_s, self.cluster, self.endpoint)
+            except Exception as failure:  # a bug here must not leave the client waiting
+                caller.pool.discard(conn)
+                pending.fail(failure)
+                return
+            pending.resolve(response)
             return
         caller.pool.discard(conn)
         if isinstance(error, UpstreamConnectError) and self.exchange.request.replayable:  # see _call
@@ -542,7 +546,7 @@ class _Call:
             retry.add_done_callback(caller.retries.discard)
             return
         self.cluster.report(self.endpoint, ok=False)
-        future.set_exception(error)
+        pending.fail(error)
 
     def on_expire(self) -> None:
         """No head within the timeout: give up the connection."""
@@ -552,34 +556,20 @@ class _Call:
         conn.on_head = None
         self.caller.pool.discard(conn)
         self.cluster.report(self.endpoint, ok=False)
-        if not self.future.done():
-            assert self.wait_s is not None
-            self.future.set_exception(_timeout_error(self.wait_s)())
+        assert self.wait_s is not None
+        self.pending.fail(_timeout_error(self.wait_s)())
 
     async def _retry(self) -> None:
-        caller, future = self.caller, self.future
         try:
-            response = await caller._again(self.exchange, self.headers, self.wait_s, self.cluster, self.endpoint)
+            response = await self.caller._again(self.exchange, self.headers, self.wait_s, self.cluster, self.endpoint)
         except (UpstreamConnectError, UpstreamTimeout) as exc:
             self.cluster.report(self.endpoint, ok=False)
-            if not future.done():
-                future.set_exception(exc)
+            self.pending.fail(exc)
             return
         except Exception as failure:  # handed to the request's handler, which answers it
-            if not future.done():
-                future.set_exception(failure)
+            self.pending.fail(failure)
             return
-        if not future.done():
-            future.set_result(response)
-        elif not isinstance(response.body, bytes):
-            await _close_body(response)
-
-
-async def _close_body(response: Response) -> None:
-    """Close a streamed body nobody will read (its connection is closed, not reused)."""
-    closer = getattr(response.body, "aclose", None)
-    if closer is not None:
-        await closer()
+        self.pending.resolve(response)
 
 
 def _remaining(exchange: Exchange) -> float | None:
