@@ -220,6 +220,10 @@ class Pending:
         else:
             self._listener = listener
 
+    def abandoned(self) -> bool:
+        """True when the coroutine awaiting it was cancelled: nobody will take the response."""
+        return self._future is not None and self._future.cancelled()
+
     def resolve(self, response: Response) -> None:
         """Settle with a response (a second settlement is ignored)."""
         self._settle(response, None)

@@ -63,7 +63,8 @@ class Upstream:
 
 
 async def gateway(upstream: Upstream, timeout_s: float | None = None,
-                  policies: tuple[Callable[[Exchange, CallNext], Awaitable[Response]], ...] = ()) -> HttpServer:
+                  policies: tuple[Callable[[Exchange, CallNext], Awaitable[Response]], ...] = (),
+                  caller: UpstreamCaller | None = None) -> HttpServer:
     """An engine listener in front of `upstream`: route everything there, then `policies`."""
     cluster = Cluster("up", [Endpoint("127.0.0.1", upstream.port)])
 
@@ -79,7 +80,7 @@ async def gateway(upstream: Upstream, timeout_s: float | None = None,
             self.name = "test"
             self.handle = handle
 
-    server = HttpServer(build_chain([Route(), *map(Wrapped, policies)], UpstreamCaller()))
+    server = HttpServer(build_chain([Route(), *map(Wrapped, policies)], caller or UpstreamCaller()))
     await server.start()
     return server
 
@@ -221,3 +222,37 @@ def test_a_request_pipelined_before_garbage_is_answered_before_the_400() -> None
     assert received.startswith(b"HTTP/1.1 200 OK")
     assert b"HTTP/1.1 400 Bad Request" in received
     assert received.index(b"200 OK") < received.index(b"400 Bad Request")
+
+
+def test_an_answer_its_awaiting_policy_gave_up_on_does_not_keep_its_connection() -> None:
+    """An `async def` policy awaits the callback path's Pending; when it stops waiting (cancelled),
+    the connection whose answer nobody will read is closed, not left open or pooled."""
+
+    async def impatient(exchange: Exchange, call_next: CallNext) -> Response:
+        try:
+            return await asyncio.wait_for(asyncio.ensure_future(_awaited(call_next(exchange))), 0.05)
+        except TimeoutError:
+            return Response.json(503, {"error": "impatient"})
+
+    async def _awaited(answer: Awaitable[Response]) -> Response:
+        return await answer
+
+    async def scenario() -> tuple[list[bytes], list[bytes], int, int]:
+        upstream = Upstream()
+        await upstream.start()
+        caller = UpstreamCaller()
+        server = await gateway(upstream, policies=(impatient,), caller=caller)
+        warm = await get(server.port)
+        upstream.delay_s = 0.3
+        gave_up = await get(server.port)
+        during = caller.pool.open_connections
+        await asyncio.sleep(0.5)  # the upstream answers the abandoned request meanwhile
+        after = caller.pool.open_connections
+        await server.stop(1.0)
+        await upstream.stop()
+        return warm, gave_up, during, after
+
+    warm, gave_up, during, after = asyncio.run(scenario())
+    assert warm == [b"HTTP/1.1 200 OK"]
+    assert gave_up == [b"HTTP/1.1 503 Service Unavailable"]
+    assert (during, after) == (1, 0)
