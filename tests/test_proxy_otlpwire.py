@@ -70,3 +70,13 @@ def test_a_value_that_is_not_a_scalar_is_sent_as_text() -> None:
         [_ours(attributes={"odd": ("a", 1)})], encode_resource(RESOURCE), encode_scope(SCOPE)))  # type: ignore[dict-item]
     value = request.resource_spans[0].scope_spans[0].spans[0].attributes[0].value
     assert value.string_value == "('a', 1)"
+
+
+def test_one_key_with_values_of_several_types_and_many_values_encodes_like_the_sdk() -> None:
+    """Cached encodings are told apart by type ("1", 1, True) and stay right after the caches
+    fill up and are cleared (far more paths than a cache holds)."""
+    typed = [_ours(attributes={"v": value}) for value in ("1", 1, True, 1.0, "True")]
+    many = [_ours(attributes={"url.path": f"/items/{n}", "n": n}) for n in range(5000)]
+    _same(typed)
+    _same(many)
+    _same(typed + many[:10])
