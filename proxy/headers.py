@@ -87,4 +87,8 @@ def response_headers_from_upstream(raw: list[tuple[str, str]]) -> tuple[Headers,
 def message_head(start_line: str, items: list[tuple[str, str]], tail: str = "\r\n") -> bytes:
     """A message head in latin-1: `start_line` (with its CRLF), the fields as `name: value` lines,
     then `tail` (more lines, ending with the empty line). One string, encoded once."""
-    return (start_line + "".join([f"{name}: {value}\r\n" for name, value in items]) + tail).encode("latin-1")
+    parts = [start_line]
+    for name, value in items:
+        parts += (name, ": ", value, "\r\n")  # no string per field: one join copies each piece once
+    parts.append(tail)
+    return "".join(parts).encode("latin-1")
