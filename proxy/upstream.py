@@ -541,10 +541,10 @@ class _Call:
         if self.wait_s is not None:
             caller.pool.deadlines.unwatch(self, self.timer)
         error = conn.error
-        if error is None and pending.abandoned():
-            caller.pool.discard(conn)  # its body would never be read to the end
-            return
         if error is None:
+            if pending.abandoned():
+                caller.pool.discard(conn)  # its body would never be read to the end
+                return
             try:
                 response = caller._response_of(conn, self.head, self.wait_s, self.cluster, self.endpoint)
             except Exception as failure:  # a bug here must not leave the client waiting

@@ -49,15 +49,10 @@ class Upstream:
         finally:
             writer.close()
 
-    async def close_idle(self) -> None:
-        """Close every connection (as an upstream whose keep-alive timeout passed)."""
+    async def stop(self) -> None:
         for writer in self.writers:
             writer.close()
-        self.writers.clear()
         await asyncio.sleep(0.05)
-
-    async def stop(self) -> None:
-        await self.close_idle()
         if self.server is not None:
             self.server.close()
 
@@ -230,12 +225,9 @@ def test_an_answer_its_awaiting_policy_gave_up_on_does_not_keep_its_connection()
 
     async def impatient(exchange: Exchange, call_next: CallNext) -> Response:
         try:
-            return await asyncio.wait_for(asyncio.ensure_future(_awaited(call_next(exchange))), 0.05)
+            return await asyncio.wait_for(call_next(exchange), 0.05)
         except TimeoutError:
             return Response.json(503, {"error": "impatient"})
-
-    async def _awaited(answer: Awaitable[Response]) -> Response:
-        return await answer
 
     async def scenario() -> tuple[list[bytes], list[bytes], int, int]:
         upstream = Upstream()
