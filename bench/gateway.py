@@ -11,7 +11,12 @@ Max throughput (closed loop), then latency at half of each gateway's max rate: r
 sent on one fixed-rate schedule shared by all connections (wrk's Lua `delay`, as wrk2 paces), and for
 comparison with earlier reports, 8 connections each waiting a fixed delay, which keeps them in phase
 so requests arrive in bursts of 8. nginx's own added latency on the paced schedule is printed as the
-reference for what one proxy hop costs on the machine. Prints a table and writes bench/results/gateway.json."""
+reference for what one proxy hop costs on the machine.
+The max-rate and paced runs are repeated in ROUNDS alternated rounds (GATEWAY_BENCH_ROUNDS, default 3;
+the order reverses each round) and each figure is the median of its rounds: one 6 s run on this
+2-core machine swung the gateway/nginx ratio from 45% to 55% and the p99 from +1.6 to +18 ms, which
+was the machine's noise, not the proxies'. Every round is in the JSON. Prints a table and writes
+bench/results/gateway.json."""
 
 from __future__ import annotations
 
@@ -19,11 +24,13 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import jwt
@@ -38,6 +45,7 @@ from bench.lib.wrk import paced_script, scheduled_connections, scheduled_script 
 RESULTS = ROOT / "bench" / "results"
 DURATION_S = int(os.environ.get("GATEWAY_BENCH_SECONDS", "6"))
 WORKERS = int(os.environ.get("GATEWAY_BENCH_WORKERS", "2"))
+ROUNDS = max(1, int(os.environ.get("GATEWAY_BENCH_ROUNDS", "3")))
 CONNECTIONS = 32
 PACED_CONNECTIONS = 8
 SPAN_DRAIN_S = 2.0  # > the proxies' 0.2 s export delay: every partial batch has gone out
@@ -129,6 +137,29 @@ def measured(url: str, headers: list[str], pids: list[int]) -> dict[str, float]:
     return result
 
 
+Run = dict[str, float]
+
+
+def in_rounds(names: list[str], run: Callable[[str], Run]) -> tuple[dict[str, Run], dict[str, list[Run]]]:
+    """`run(name)` for every name in ROUNDS rounds, the order reversed each round (so that a drift
+    in the machine's speed falls on all names alike): each figure's median by name, and every run."""
+    runs: dict[str, list[Run]] = {name: [] for name in names}
+    for round_index in range(ROUNDS):
+        for name in names if round_index % 2 == 0 else reversed(names):
+            runs[name].append(run(name))
+    return {name: _combined(results) for name, results in runs.items()}, runs
+
+
+# Counts that add up over rounds: a round's errors must not vanish under a median.
+_SUMMED = frozenset({"requests", "non_2xx", "socket_errors"})
+
+
+def _combined(results: list[Run]) -> Run:
+    """One name's rounds as one result: counts summed, every other figure the median."""
+    return {key: sum(result[key] for result in results) if key in _SUMMED
+            else statistics.median(result[key] for result in results) for key in results[0]}
+
+
 def main() -> int:
     if (hint := missing_tools("wrk", "nginx")) is not None:
         print(hint, file=sys.stderr)
@@ -165,11 +196,12 @@ def main() -> int:
         serving = {"direct": nginx.worker_pids(upstream_process), "nginx": workers, "gatewatch": [gateway.pid]}
         if multi is not None:  # the master only supervises: its workers are its children
             serving[multi_name] = child_pids(multi.pid)
-        peak = {name: measured(url, headers, serving[name]) for name, (url, headers) in targets.items()}
+        peak, peak_rounds = in_rounds(list(targets), lambda name: measured(*targets[name], serving[name]))
         rate = peak["gatewatch"]["rps"] / 2
         schedule, scheduled_conns = scheduled_script(prefix, rate), scheduled_connections(rate)
         single = {name: target for name, target in targets.items() if name != multi_name}
-        paced = {name: wrk(url, scheduled_conns, headers, schedule) for name, (url, headers) in single.items()}
+        paced, paced_rounds = in_rounds(list(single), lambda name: wrk(single[name][0], scheduled_conns,
+                                                                         single[name][1], schedule))
         in_phase = paced_script(prefix, rate, PACED_CONNECTIONS)
         bursts = {name: wrk(url, PACED_CONNECTIONS, headers, in_phase) for name, (url, headers) in single.items()}
         multi_paced: dict[str, dict[str, float]] = {}
@@ -190,16 +222,16 @@ def main() -> int:
     finally:
         stop(reversed(processes))
         shutil.rmtree(prefix, ignore_errors=True)
-    added_p50 = paced["gatewatch"]["p50_ms"] - paced["direct"]["p50_ms"]
-    added_p99 = paced["gatewatch"]["p99_ms"] - paced["direct"]["p99_ms"]
+    # The verdicts pair each run with its baseline of the same round, then take the median
+    ratios = by_round(peak_rounds, "gatewatch", "nginx", lambda run, base: run["rps"] / base["rps"])
+    added_p50s, added_p99s = (over_direct(paced_rounds, "gatewatch", key) for key in ("p50_ms", "p99_ms"))
+    ratio, added_p50, added_p99 = map(statistics.median, (ratios, added_p50s, added_p99s))
     # nginx on the same schedule: how much of the budget one proxy hop costs on this machine at all
-    nginx_p50 = paced["nginx"]["p50_ms"] - paced["direct"]["p50_ms"]
-    nginx_p99 = paced["nginx"]["p99_ms"] - paced["direct"]["p99_ms"]
+    nginx_p50, nginx_p99 = (statistics.median(over_direct(paced_rounds, "nginx", key)) for key in ("p50_ms", "p99_ms"))
     burst_p50 = bursts["gatewatch"]["p50_ms"] - bursts["direct"]["p50_ms"]
     burst_p99 = bursts["gatewatch"]["p99_ms"] - bursts["direct"]["p99_ms"]
-    ratio = peak["gatewatch"]["rps"] / peak["nginx"]["rps"]
     print(f"\ngateway benchmark: wrk -t1, {DURATION_S}s per run, {os.cpu_count()} CPUs (shared); load average "
-          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")
+          f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; max and paced: medians of {ROUNDS} rounds")
     print(f"{'target':<14}{'max rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/req':>11}   |"
           f"{'paced rps':>10}{'p50 ms':>9}{'p99 ms':>9}   |{'burst rps':>10}{'p50 ms':>9}{'p99 ms':>9}")
     for name in single:
@@ -212,11 +244,14 @@ def main() -> int:
           "gatewatch = the gateway process")
     print(f"paced: {rate:.0f} rps (half of the gateway's max) on one schedule over {scheduled_conns} connections; "
           f"burst: {PACED_CONNECTIONS} connections each waiting a fixed delay (in phase, so in bursts)")
-    print(f"gateway/nginx throughput: {ratio:.0%} (target >= 50%)")
+    print(f"gateway/nginx throughput: {ratio:.1%} (target >= 50%)")
     print(f"added latency over direct at half max rate: p50 {added_p50:+.2f} ms (target <= 0.5), "
           f"p99 {added_p99:+.2f} ms (target <= 2); in bursts of {PACED_CONNECTIONS}: p50 {burst_p50:+.2f} ms, "
           f"p99 {burst_p99:+.2f} ms")
     print(f"reference: nginx on the same schedule adds p50 {nginx_p50:+.2f} ms, p99 {nginx_p99:+.2f} ms")
+    if ROUNDS > 1:
+        print("by round: gateway/nginx " + ", ".join(f"{value:.1%}" for value in ratios) + "; added p50/p99 "
+              + ", ".join(f"{p50:+.2f}/{p99:+.2f}" for p50, p99 in zip(added_p50s, added_p99s, strict=True)) + " ms")
     print(f"RSS: gateway {gateway_rss:.0f} MiB, proxy nginx (master+worker) {nginx_rss:.0f} MiB")
     errors = (peak["gatewatch"]["non_2xx"], paced["gatewatch"]["non_2xx"])
     print(f"non-2xx from the gateway: {errors[0]:.0f} peak, {errors[1]:.0f} paced")
@@ -225,8 +260,11 @@ def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "gateway.json").write_text(json.dumps({
         "duration_s": DURATION_S, "connections": CONNECTIONS, "paced_connections": PACED_CONNECTIONS,
-        "peak": peak, "paced_rate_rps": rate, "paced_connections_scheduled": scheduled_conns, "paced": paced,
+        "rounds": ROUNDS, "peak": peak, "peak_rounds": peak_rounds, "paced_rounds": paced_rounds,
+        "paced_rate_rps": rate, "paced_connections_scheduled": scheduled_conns, "paced": paced,
         "bursts": bursts, "throughput_vs_nginx": ratio,
+        "throughput_vs_nginx_by_round": ratios,
+        "added_latency_ms_by_round": {"p50": added_p50s, "p99": added_p99s},
         "added_latency_ms": {"p50": added_p50, "p99": added_p99},
         "added_latency_in_bursts_ms": {"p50": burst_p50, "p99": burst_p99},
         "nginx_added_latency_ms": {"p50": nginx_p50, "p99": nginx_p99},
@@ -237,6 +275,16 @@ def main() -> int:
         "targets": {"throughput_vs_nginx": 0.5, "added_p50_ms": 0.5, "added_p99_ms": 2.0},
     }, indent=2))
     return 0
+
+
+def by_round(runs: dict[str, list[Run]], name: str, base: str, figure: Callable[[Run, Run], float]) -> list[float]:
+    """`figure(run, base_run)` for each round: `name`'s run against `base`'s run of the same round."""
+    return [figure(run, base_run) for run, base_run in zip(runs[name], runs[base], strict=True)]
+
+
+def over_direct(runs: dict[str, list[Run]], name: str, key: str) -> list[float]:
+    """The latency `name` adds over the direct run of the same round, for each round (ms)."""
+    return by_round(runs, name, "direct", lambda run, base: run[key] - base[key])
 
 
 def span_outcomes(admin_port: int) -> dict[str, float]:
@@ -257,7 +305,7 @@ def _multi_summary(name: str, peak: dict[str, dict[str, float]], paced: dict[str
     print(f"{name:<14}{a['rps']:>10.0f}{a.get('p50_ms', 0):>9.2f}{a.get('p99_ms', 0):>9.2f}"
           f"{a['cpu_us_per_request']:>11.1f}   |{b['rps']:>10.0f}{b.get('p50_ms', 0):>9.2f}{b.get('p99_ms', 0):>9.2f}"
           f"   | direct at that rate: p50 {direct['p50_ms']:.2f}, p99 {direct['p99_ms']:.2f} ms")
-    print(f"{name}/nginx throughput: {ratio:.0%} (target >= 50%); added latency at half its max: "
+    print(f"{name}/nginx throughput: {ratio:.1%} (target >= 50%); added latency at half its max: "
           f"p50 {added['p50']:+.2f} ms, p99 {added['p99']:+.2f} ms; RSS of its workers {rss:.0f} MiB; "
           f"non-2xx {a['non_2xx']:.0f} peak, {b['non_2xx']:.0f} paced")
     return {"workers": WORKERS, "peak": a, "paced_rate_rps": a["rps"] / 2, "paced": paced,
