@@ -365,7 +365,7 @@ class _Link:
     """One policy bound to the rest of its chain: calling it calls `handle(exchange, call_next)`.
 
     Not a coroutine wrapper: one frame per policy per request, not two. Not a `partial` with
-    `call_next=` either: that copied its keywords into a new dict on every call (~0.1 us a policy).
+    `call_next=` either: that copied its keywords into a new dict on every call.
     """
 
     def __init__(self, handle: Callable[[Exchange, CallNext], Awaitable[Response]], call_next: CallNext) -> None:
