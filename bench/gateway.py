@@ -12,11 +12,12 @@ sent on one fixed-rate schedule shared by all connections (wrk's Lua `delay`, as
 comparison with earlier reports, 8 connections each waiting a fixed delay, which keeps them in phase
 so requests arrive in bursts of 8. nginx's own added latency on the paced schedule is printed as the
 reference for what one proxy hop costs on the machine.
-The max-rate and paced runs are repeated in ROUNDS alternated rounds (GATEWAY_BENCH_ROUNDS, default 3;
-the order reverses each round) and each figure is the median of its rounds: one 6 s run on this
-2-core machine swung the gateway/nginx ratio from 45% to 55% and the p99 from +1.6 to +18 ms, which
-was the machine's noise, not the proxies'. Every round is in the JSON. Prints a table and writes
-bench/results/gateway.json."""
+The max-rate and paced runs are repeated in ROUNDS rounds (GATEWAY_BENCH_ROUNDS, default 3; the
+order reverses each round): the table shows each figure's median over the rounds, and each verdict
+pairs a run with its baseline of the same round (gateway with nginx, gateway with direct) and takes
+the median of the pairs. One 6 s run on this 2-core machine swung the gateway/nginx ratio from 45%
+to 55% and the added p99 from +1.6 to +18 ms, which was the machine's noise, not the proxies'. Every
+round is in the JSON. Prints a table and writes bench/results/gateway.json."""
 
 from __future__ import annotations
 
@@ -223,7 +224,7 @@ def main() -> int:
         stop(reversed(processes))
         shutil.rmtree(prefix, ignore_errors=True)
     # The verdicts pair each run with its baseline of the same round, then take the median
-    ratios = by_round(peak_rounds, "gatewatch", "nginx", lambda run, base: run["rps"] / base["rps"])
+    ratios = vs_nginx(peak_rounds, "gatewatch")
     added_p50s, added_p99s = (over_direct(paced_rounds, "gatewatch", key) for key in ("p50_ms", "p99_ms"))
     ratio, added_p50, added_p99 = map(statistics.median, (ratios, added_p50s, added_p99s))
     # nginx on the same schedule: how much of the budget one proxy hop costs on this machine at all
@@ -256,7 +257,10 @@ def main() -> int:
     errors = (peak["gatewatch"]["non_2xx"], paced["gatewatch"]["non_2xx"])
     print(f"non-2xx from the gateway: {errors[0]:.0f} peak, {errors[1]:.0f} paced")
     print(f"spans by export outcome: {spans}; OTLP batches at the sink by status: {sink}")
-    multi_summary = _multi_summary(multi_name, peak, multi_paced, multi_rss) if multi_paced else None
+    multi_summary = None
+    if multi_paced:
+        multi_ratio = statistics.median(vs_nginx(peak_rounds, multi_name))
+        multi_summary = _multi_summary(multi_name, peak, multi_ratio, multi_paced, multi_rss)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "gateway.json").write_text(json.dumps({
         "duration_s": DURATION_S, "connections": CONNECTIONS, "paced_connections": PACED_CONNECTIONS,
@@ -282,6 +286,11 @@ def by_round(runs: dict[str, list[Run]], name: str, base: str, figure: Callable[
     return [figure(run, base_run) for run, base_run in zip(runs[name], runs[base], strict=True)]
 
 
+def vs_nginx(runs: dict[str, list[Run]], name: str) -> list[float]:
+    """`name`'s max requests/s over nginx's in the same round, for each round."""
+    return by_round(runs, name, "nginx", lambda run, base: run["rps"] / base["rps"])
+
+
 def over_direct(runs: dict[str, list[Run]], name: str, key: str) -> list[float]:
     """The latency `name` adds over the direct run of the same round, for each round (ms)."""
     return by_round(runs, name, "direct", lambda run, base: run[key] - base[key])
@@ -295,11 +304,11 @@ def span_outcomes(admin_port: int) -> dict[str, float]:
         r'^gatewatch_proxy_spans_total\{outcome="(\w+)"\} (\S+)$', text, re.MULTILINE)}
 
 
-def _multi_summary(name: str, peak: dict[str, dict[str, float]], paced: dict[str, dict[str, float]],
+def _multi_summary(name: str, peak: dict[str, Run], ratio: float, paced: dict[str, Run],
                    rss: float) -> dict[str, object]:
-    """Print the multi-worker gateway's rows (its max, and latency at half of it); the JSON part."""
+    """Print the multi-worker gateway's rows (its max, its paired ratio to nginx, and latency at half
+    of its max); the JSON part."""
     a, b, direct = peak[name], paced[name], paced["direct"]
-    ratio = a["rps"] / peak["nginx"]["rps"]
     added = {"p50": b["p50_ms"] - direct["p50_ms"], "p99": b["p99_ms"] - direct["p99_ms"]}
     print(f"\n{name}: the same gateway config with `workers: {WORKERS}` (SO_REUSEPORT, shared rate limits)")
     print(f"{name:<14}{a['rps']:>10.0f}{a.get('p50_ms', 0):>9.2f}{a.get('p99_ms', 0):>9.2f}"
