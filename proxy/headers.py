@@ -3,6 +3,9 @@ fields (X-Forwarded-For/-Proto/-Host) say who the client was."""
 
 from __future__ import annotations
 
+import sys
+
+from proxy.memo import Memo
 from proxy.policy import Exchange, Headers
 
 # Fields that describe one connection, never forwarded (plus any named in `Connection`).
@@ -20,6 +23,22 @@ _FORWARDING_AND_LENGTH = _FORWARDING | _LENGTH
 
 # The usual `Connection` values name only fields that are hop-by-hop anyway: nothing more to drop.
 _PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
+
+
+def _host_name(host: str) -> str:
+    bare = host if host.endswith("]") else host.rsplit(":", 1)[0]
+    return bare.strip().lower()
+
+
+# What the parsers' bytes decode to: a request's or response's field names, its method and its
+# host are nearly always ones seen before. Interned, so that comparing them with the names in the
+# code (`Headers.get("content-length")`, the hop-by-hop set) takes the identity shortcut.
+FIELD_NAMES = Memo(lambda raw: sys.intern(raw.decode("latin-1").lower()), 1024)
+"""A received field name (bytes) as `Headers` keeps it: latin-1, lower-case."""
+METHODS = Memo(lambda raw: sys.intern(raw.decode("latin-1")), 256)
+"""The parser's method (bytes) as a string."""
+HOST_NAMES = Memo(_host_name, 1024)
+"""The name in a Host value: without its port, lower-case (`[::1]:8080` -> `[::1]`)."""
 
 
 def _connection_tokens(value: str) -> frozenset[str]:

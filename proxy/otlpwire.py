@@ -10,11 +10,11 @@ RSS). Field numbers are those of opentelemetry/proto/{trace,resource,common}/v1/
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any
 
 from gatewatch.wire import varint
+from proxy.memo import Memo
 from proxy.policy import AttributeValue
 from proxy.spans import FinishedSpan
 
@@ -51,23 +51,6 @@ def _any_value(value: object) -> bytes:
     return _field(0x0A, str(value).encode())
 
 
-class _EncodedCache(dict[Any, bytes]):
-    """Encodings made by `encode` on first use, by what they encode: methods, routes, status codes,
-    clients, agents and span names repeat on most spans. Bounded: cleared when full."""
-
-    def __init__(self, encode: Callable[[Any], bytes], limit: int) -> None:
-        super().__init__()
-        self.encode = encode
-        self.limit = limit
-
-    def __missing__(self, item: Any) -> bytes:
-        encoded = self.encode(item)
-        if len(self) >= self.limit:
-            self.clear()
-        self[item] = encoded
-        return encoded
-
-
 def _key_value(tag: bytes, item: tuple[str, object, type]) -> bytes:
     """One `attributes` entry (a KeyValue field with tag `tag`) of a (key, value, type) item."""
     key, value, _ = item
@@ -81,17 +64,18 @@ def _name_and_kind(item: tuple[str, int]) -> bytes:
     return _field(0x2A, name.encode()) + b"\x30" + varint(kind)
 
 
-_NAMES = _EncodedCache(_name_and_kind, 4096)
-_SPAN_ENTRIES = _EncodedCache(partial(_key_value, b"\x4a"), 16384)  # Span.attributes = 9
-_RESOURCE_ENTRIES = _EncodedCache(partial(_key_value, b"\x0a"), 16384)  # Resource.attributes = 1
-_SPAN_PREFIXES = _EncodedCache(lambda length: b"\x12" + varint(length), 4096)  # ScopeSpans.spans = 2, by length
+# Methods, routes, status codes, clients, agents and span names repeat on most spans.
+_NAMES = Memo(_name_and_kind, 4096)
+_SPAN_ENTRIES = Memo(partial(_key_value, b"\x4a"), 16384)  # Span.attributes = 9
+_RESOURCE_ENTRIES = Memo(partial(_key_value, b"\x0a"), 16384)  # Resource.attributes = 1
+_SPAN_PREFIXES = Memo(lambda length: b"\x12" + varint(length), 4096)  # ScopeSpans.spans = 2, by length
 
 
 class _TextEntries:
-    """`_EncodedCache` entries of string values, looked up by key then value: no (key, value, type)
+    """`Memo` entries of string values, looked up by key then value: no (key, value, type)
     tuple to build and hash for most attributes (a gateway span's attributes: 0.94 -> 0.66 us)."""
 
-    def __init__(self, entries: _EncodedCache, keys: int = 256, values: int = 4096) -> None:
+    def __init__(self, entries: Memo, keys: int = 256, values: int = 4096) -> None:
         self.entries = entries
         self.keys = keys  # attribute names come from code, so few
         self.values = values

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.bodies import BodyTooLarge, limit_body
+from proxy.headers import HOST_NAMES
 from proxy.policy import CallNext, Exchange, NoRoute, Response
 from proxy.upstream import Cluster
 
@@ -40,7 +41,7 @@ class Route:
         """Whether this route serves the request."""
         if self.methods and method not in self.methods:
             return False
-        if self.host is not None and host.rsplit(":", 1)[0].lower() != self.host:
+        if self.host is not None and HOST_NAMES[host] != self.host:
             return False
         if self.prefix is not None:
             return path.startswith(self.prefix)

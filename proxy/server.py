@@ -25,7 +25,7 @@ import httptools
 
 from proxy.bodies import Body, BodyTooLarge
 from proxy.flow import WriteBatch, WriteFlow
-from proxy.headers import message_head
+from proxy.headers import FIELD_NAMES, METHODS, message_head
 from proxy.policy import (
     CallNext,
     ClientTimeout,
@@ -291,7 +291,7 @@ class HttpServerProtocol(WriteFlow):
         self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.raw_headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        self.raw_headers.append((FIELD_NAMES[name], value.decode("latin-1")))
         self.head_size += len(name) + len(value) + 4
 
     def on_headers_complete(self) -> None:
@@ -300,10 +300,10 @@ class HttpServerProtocol(WriteFlow):
         if self.head_size > self.limits.max_header_bytes:
             self._reject(431, "header_too_large", "request headers too large")
             return
-        request = self._build_request()
+        keep_alive = self.parser.should_keep_alive()
+        request = self._build_request(keep_alive)
         if request is None:
             return
-        keep_alive = self.parser.should_keep_alive()
         self.pending.append((request, self.body, keep_alive))
         if self.body is not None and (request.headers.get("expect") or "").lower() == "100-continue":
             self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -320,7 +320,7 @@ class HttpServerProtocol(WriteFlow):
             self.body = None
 
     # request handling
-    def _build_request(self) -> Request | None:
+    def _build_request(self, keep_alive: bool) -> Request | None:
         url = self.url.decode("latin-1")
         if url.startswith("/"):
             path, _, query = url.partition("?")
@@ -342,10 +342,10 @@ class HttpServerProtocol(WriteFlow):
         self.body = RequestBody(self) if (content_length or chunked) else None
         if content_length == 0:
             content_length = 0
-        return Request(
-            self.parser.get_method().decode("latin-1"), path, query, headers, self.body,
-            self.parser.get_http_version(), content_length,
-        )
+        # llhttp keeps a connection open without a `Connection` field only for HTTP/1.1, so the
+        # usual request needs no `get_http_version` (it formats a new string: ~0.3 us a request).
+        version = "1.1" if keep_alive and "connection" not in headers else self.parser.get_http_version()
+        return Request(METHODS[self.parser.get_method()], path, query, headers, self.body, version, content_length)
 
     def _dispatch(self) -> None:
         """Handle the pending requests in order while each is answered at once; then wait."""

@@ -7,16 +7,11 @@ is ignored. Unknown names get 404.
 
 from __future__ import annotations
 
+from proxy.headers import HOST_NAMES
 from proxy.identity import CALLER_HEADER
 from proxy.policy import CallNext, Exchange, NoRoute, Response
 from proxy.sidecar_registry import Upstream
 from proxy.upstream import Cluster
-
-
-def service_of(host: str) -> str:
-    """The service name in a Host value: lower-case, without port."""
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    return name.strip().lower()
 
 
 class OutboundRoute:
@@ -29,7 +24,7 @@ class OutboundRoute:
         self.registry = registry
 
     async def handle(self, exchange: Exchange, call_next: CallNext) -> Response:
-        name = service_of(exchange.request.host)
+        name = HOST_NAMES[exchange.request.host]
         upstream = self.registry.get(name)
         if upstream is None:
             known = ", ".join(sorted(self.registry)) or "none"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from proxy.headers import HOST_NAMES
 from proxy.otlpexport import WireOTLPSpanExporter
 from proxy.policy import AttributeValue, CallNext, Exchange, Response
 from proxy.spans import (
@@ -76,7 +77,7 @@ class TracingPolicy:
             "url.scheme": exchange.scheme,
             "http.response.status_code": status,
             "client.address": exchange.client_address,
-            "server.address": request.host.rsplit(":", 1)[0] if request.host else "",
+            "server.address": HOST_NAMES[request.host],
         }
         agent = request.headers.get("user-agent")
         if agent is not None:

@@ -20,7 +20,7 @@ import httptools
 from proxy.bodies import upstream_body
 from proxy.deadlines import Deadlines
 from proxy.flow import WriteBatch, WriteFlow
-from proxy.headers import message_head, response_headers_from_upstream, upstream_request_headers
+from proxy.headers import FIELD_NAMES, message_head, response_headers_from_upstream, upstream_request_headers
 from proxy.policy import (
     Exchange,
     Headers,
@@ -181,7 +181,7 @@ class _UpstreamProtocol(WriteFlow):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.raw_headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        self.raw_headers.append((FIELD_NAMES[name], value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
