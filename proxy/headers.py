@@ -59,8 +59,8 @@ def _end_to_end(
     for item in headers:
         name = item[0]
         if name in HOP_BY_HOP:
-            if name == "connection":
-                listed = listed | _connection_tokens(item[1])
+            if name == "connection" and (tokens := _connection_tokens(item[1])):
+                listed = listed | tokens
         elif name not in skip:
             kept.append(item)
         elif name == "content-length":
@@ -108,6 +108,10 @@ def message_head(start_line: str, items: list[tuple[str, str]], tail: str = "\r\
     then `tail` (more lines, ending with the empty line). One string, encoded once."""
     parts = [start_line]
     for name, value in items:
-        parts += (name, ": ", value, "\r\n")  # no string per field: one join copies each piece once
+        # no string per field: one join copies each piece once; appends, not `+= (...)`: no tuple
+        parts.append(name)
+        parts.append(": ")
+        parts.append(value)
+        parts.append("\r\n")
     parts.append(tail)
     return "".join(parts).encode("latin-1")
