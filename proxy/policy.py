@@ -52,15 +52,16 @@ class Headers:
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = [(name.lower(), value) for name, value in items]
+    def __init__(self, items: Iterable[tuple[str, str]] = (), lowered: list[tuple[str, str]] | None = None) -> None:
+        """The fields `items` (names lower-cased), or the list `lowered` itself (see `trusted`)."""
+        self._items = lowered if lowered is not None else [(name.lower(), value) for name, value in items]
 
-    @classmethod
-    def trusted(cls, items: list[tuple[str, str]]) -> Headers:
+    @staticmethod
+    def trusted(items: list[tuple[str, str]]) -> Headers:
         """Wrap a list whose names are already lower-case (parser fast path; no copy)."""
-        headers = cls()
-        headers._items = items
-        return headers
+        # A static method calling the class by name: compiled, a direct constructor call, where a
+        # classmethod's `cls()` went through type() and its argument parsing (~0.1 us, 3 a request).
+        return Headers((), items)
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of `name` (lower-case), or default."""
