@@ -21,9 +21,9 @@ from importlib.machinery import EXTENSION_SUFFIXES
 # dataclasses), and the rest (startup, admin, control plane), where the time is not spent. A class
 # that subclasses a compiled class must be compiled too (mypyc forbids interpreted subclasses).
 COMPILED_MODULES = (
-    "auth", "circuit", "deadlines", "endpoints", "flow", "gatewaypolicies", "headers", "identity", "memo", "metrics",
-    "otlpwire", "policy", "ratelimit", "retrying", "routing", "server", "sharedlimits", "sidecar_metrics",
-    "sidecar_routing", "sidecar_tracing", "spans", "tracing", "upstream",
+    "auth", "circuit", "deadlines", "decisionstore", "endpoints", "flow", "gatewaypolicies", "headers", "identity",
+    "memo", "metrics", "otlpwire", "policy", "ratelimit", "retrying", "routing", "server", "sharedlimits",
+    "sidecar_metrics", "sidecar_routing", "sidecar_tracing", "spans", "tracing", "upstream",
 )
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 BUILD_DIR = os.path.join(PACKAGE_DIR, "_compiled")
