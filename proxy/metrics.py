@@ -40,7 +40,7 @@ class PendingCounts:
 
     def __init__(self) -> None:
         self._counts: dict[Any, float] = {}
-        self._observed: dict[Any, tuple[list[int], list[float]]] = {}
+        self._observed: dict[Any, tuple[list[int], list[float], list[float]]] = {}
 
     def inc(self, child: Any, amount: float = 1) -> None:
         """Add `amount` to a counter child (a `Counter.labels(...)` result)."""
@@ -50,10 +50,10 @@ class PendingCounts:
     def observe(self, child: Any, value: float) -> None:
         """Record one observation of a histogram child."""
         pending = self._observed.get(child)
-        if pending is None:
-            pending = self._observed[child] = ([0] * len(child._upper_bounds), [0.0])
+        if pending is None:  # the bounds are kept too: reading them off the child is a generic lookup
+            pending = self._observed[child] = ([0] * len(child._upper_bounds), [0.0], child._upper_bounds)
         # The bucket Histogram.observe would pick: the first upper bound >= value (the last is +Inf).
-        pending[0][bisect_left(child._upper_bounds, value)] += 1
+        pending[0][bisect_left(pending[2], value)] += 1
         pending[1][0] += value
 
     def flush(self) -> None:
@@ -62,7 +62,7 @@ class PendingCounts:
         for child, amount in counts.items():
             child.inc(amount)
         observed, self._observed = self._observed, {}
-        for child, (buckets, total) in observed.items():
+        for child, (buckets, total, _) in observed.items():
             # prometheus_client has no bulk observe: these are the values Histogram.observe adds to.
             for index, count in enumerate(buckets):
                 if count:

@@ -345,8 +345,9 @@ class Exchange:
     def complete(self, status: int) -> None:
         """Run the completion callbacks (the server calls this exactly once)."""
         callbacks, self._completions = self._completions, None
-        for callback in callbacks or ():
-            callback(self, status)
+        if callbacks is not None:  # not `callbacks or ()`: compiled, a list loops without an iterator
+            for callback in callbacks:
+                callback(self, status)
 
 
 CallNext = Callable[[Exchange], Awaitable[Response]]
