@@ -47,8 +47,9 @@ def make_tracer(
 class TracingPolicy:
     """Outermost policy: starts the server span, forwards traceparent, ends the span on completion.
 
-    The span's ids and sampling decision are taken when the request arrives; its attributes, name
-    and status when the response is written, and then it goes to the tracer's processor.
+    The span's ids, sampling decision and request attributes are taken when the request arrives
+    (so `url.path` is the path the client asked for, before a route rewrites it); its status, route
+    and name when the response is written, and then it goes to the tracer's processor.
     """
 
     name = "tracing"
@@ -60,31 +61,37 @@ class TracingPolicy:
     def handle(self, exchange: Exchange, call_next: CallNext) -> Awaitable[Response]:
         started = self.tracer.start(exchange.request.headers)
         if started is not None:
+            exchange.attributes = _request_attributes(exchange)
             exchange.on_complete(lambda done, status: self._end(started, done, status))
         return call_next(exchange)  # unawaited: no frame of ours while the request is upstream
 
     def _end(self, started: Started, exchange: Exchange, status: int) -> None:
-        attributes, name = self._attributes(exchange, status)
+        # The exchange's dict is the span's: the request's attributes plus what the policies
+        # recorded, whose values win (setdefault), as they always have. No copy: nothing records
+        # an attribute once the response is out.
+        attributes = exchange.attributes
+        attributes.setdefault("http.response.status_code", status)
+        name = exchange.request.method
+        route = self.route_of(exchange)
+        if route is not None:
+            attributes.setdefault("http.route", route)
+            name = f"{name} {route}"
         self.tracer.end(started, name, SERVER, attributes, status >= 500)
 
-    def _attributes(self, exchange: Exchange, status: int) -> tuple[dict[str, AttributeValue], str]:
-        """The server span's attributes and name (`METHOD route` once routed)."""
-        request = exchange.request
-        route = self.route_of(exchange)
-        attributes: dict[str, AttributeValue] = {
-            "http.request.method": request.method,
-            "url.path": request.path,
-            "url.scheme": exchange.scheme,
-            "http.response.status_code": status,
-            "client.address": exchange.client_address,
-            "server.address": HOST_NAMES[request.host],
-        }
-        agent = request.headers.get("user-agent")
-        if agent is not None:
-            attributes["user_agent.original"] = agent
-        name = request.method
-        if route is not None:
-            attributes["http.route"] = route
-            name = f"{request.method} {route}"
+
+def _request_attributes(exchange: Exchange) -> dict[str, AttributeValue]:
+    """The server span's attributes a request carries, under any an outer policy recorded already."""
+    request = exchange.request
+    attributes: dict[str, AttributeValue] = {
+        "http.request.method": request.method,
+        "url.path": request.path,
+        "url.scheme": exchange.scheme,
+        "client.address": exchange.client_address,
+        "server.address": HOST_NAMES[request.host],
+    }
+    agent = request.headers.get("user-agent")
+    if agent is not None:
+        attributes["user_agent.original"] = agent
+    if exchange.attributes:
         attributes.update(exchange.attributes)
-        return attributes, name
+    return attributes

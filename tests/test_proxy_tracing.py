@@ -73,3 +73,22 @@ def test_unsampled_requests_propagate_without_recording() -> None:
     assert spans == [] and (request.headers.get("traceparent") or "").endswith("-00")
     request, spans = _run([], 200, ratio=0.0)
     assert spans == [] and (request.headers.get("traceparent") or "").endswith("-02")
+
+
+def test_the_span_keeps_the_path_the_client_asked_for_and_what_policies_recorded() -> None:
+    tracer, spans = recording_tracer()
+    policy = TracingPolicy(tracer, lambda exchange: "/api/*")
+    exchange = Exchange(Request("GET", "/api/items", "", Headers([("host", "[::1]")])), "::1")
+    exchange.set_attribute("gatewatch.outer", "kept")  # recorded by a policy outside the tracing one
+
+    async def rewriting_upstream(done: Exchange) -> Response:
+        done.request.path = "/items"  # a strip_prefix route
+        done.set_attribute("http.route", "/api/{id}")  # a policy's value wins over the engine's
+        return Response(200)
+
+    asyncio.run(policy.handle(exchange, rewriting_upstream))
+    exchange.complete(200)
+    [span] = spans
+    assert span.attributes["url.path"] == "/api/items"
+    assert span.attributes["http.route"] == "/api/{id}" and span.attributes["gatewatch.outer"] == "kept"
+    assert span.attributes["server.address"] == "[::1]"
