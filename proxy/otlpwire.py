@@ -100,37 +100,43 @@ _SPAN_TEXTS = _TextEntries(_SPAN_ENTRIES)
 _RESOURCE_TEXTS = _TextEntries(_RESOURCE_ENTRIES)
 
 
-def _attributes(attributes: Mapping[str, object], texts: _TextEntries = _SPAN_TEXTS) -> bytes:
-    """Repeated attributes (span field 9 by default). `object` values, not only AttributeValue:
-    compiled, a narrower type would raise on a caller's non-scalar instead of sending its text."""
-    parts = []
-    for key, value in attributes.items():
+def _add_attributes(parts: list[bytes], attributes: Mapping[str, object], texts: _TextEntries = _SPAN_TEXTS) -> None:
+    """Append repeated attributes (span field 9 by default) to `parts`. `object` values, not only
+    AttributeValue: compiled, a narrower type would raise on a caller's non-scalar instead of
+    sending its text."""
+    # A dict (every span's) iterates natively when compiled; any other Mapping is copied to one.
+    fields: dict[str, object] = attributes if isinstance(attributes, dict) else dict(attributes)
+    for key, value in fields.items():
         if type(value) is str:
             parts.append(texts.get(key, value))
         else:  # the type is part of the key: True == 1 == 1.0 must not share an encoding
             parts.append(texts.entries[(key, value, type(value))])
-    return b"".join(parts)
 
 
 def encode_span(span: FinishedSpan) -> bytes:
     """One `Span` message, identical to the SDK encoder's output for the same span."""
     parent = span.parent
+    # Appends into one list, one join: compiled, `parts += (...)` made a tuple, and the attributes'
+    # own join copied their bytes once more.
     parts = [b"\x0a\x10", span.trace_id.to_bytes(16, "big"), b"\x12\x08", span.span_id.to_bytes(8, "big")]
     if parent is not None:
         if parent.trace_state:
             parts.append(_field(0x1A, parent.trace_state.encode()))
-        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
-    parts += (
-        _NAMES[(span.name, span.kind)], _TIMES.pack(0x39, span.start_ns, 0x41, span.end_ns),
-        _attributes(span.attributes), _ERROR_STATUS if span.error else _UNSET_STATUS,
-        _ROOT_FLAGS if parent is None else _REMOTE_PARENT_FLAGS,
-    )
+        parts.append(b"\x22\x08")
+        parts.append(parent.span_id.to_bytes(8, "big"))
+    parts.append(_NAMES[(span.name, span.kind)])
+    parts.append(_TIMES.pack(0x39, span.start_ns, 0x41, span.end_ns))
+    _add_attributes(parts, span.attributes)
+    parts.append(_ERROR_STATUS if span.error else _UNSET_STATUS)
+    parts.append(_ROOT_FLAGS if parent is None else _REMOTE_PARENT_FLAGS)
     return b"".join(parts)
 
 
 def encode_resource(attributes: Mapping[str, AttributeValue]) -> bytes:
     """A `Resource` message (its attributes), to encode once per exporter."""
-    return _attributes(attributes, _RESOURCE_TEXTS)
+    parts: list[bytes] = []
+    _add_attributes(parts, attributes, _RESOURCE_TEXTS)
+    return b"".join(parts)
 
 
 def encode_scope(name: str, version: str = "") -> bytes:
