@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 _BODY_HIGH_WATER = 256 * 1024
 _REASONS = {status.value: status.phrase for status in HTTPStatus}
+_STATUS_LINES = {status: f"HTTP/1.1 {status} {phrase}\r\n" for status, phrase in _REASONS.items()}
 
 
 @dataclass(frozen=True)
@@ -501,7 +502,9 @@ class HttpServerProtocol(WriteFlow):
         body = response.body
         status = response.status
         head_only = request.method == "HEAD"
-        reason = response.reason or _REASONS.get(status, "Unknown")
+        status_line = None if response.reason else _STATUS_LINES.get(status)
+        if status_line is None:
+            status_line = f"HTTP/1.1 {status} {response.reason or 'Unknown'}\r\n"
         tail = "" if "date" in response.headers else _Clock.date_line()
         chunked = False
         if isinstance(body, bytes):
@@ -515,7 +518,7 @@ class HttpServerProtocol(WriteFlow):
             keep_alive = False  # HTTP/1.0 without a length: the close delimits the body
         if not keep_alive:
             tail += "connection: close\r\n"
-        head = message_head(f"HTTP/1.1 {status} {reason}\r\n", response.headers.items(), tail + "\r\n")
+        head = message_head(status_line, response.headers.items(), tail + "\r\n")
         return head, chunked, keep_alive
 
     def _send_whole(self, request: Request, response: Response, keep_alive: bool) -> bool:
