@@ -3,7 +3,6 @@ host names, and the HTTP version it records without asking the parser for the us
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from proxy.headers import FIELD_NAMES, HOST_NAMES, METHODS
 from proxy.memo import Memo
 from proxy.policy import Exchange, Response
-from proxy.server import HttpServer
+from tests.faults.httpprobe import answered_until_close
 
 
 def test_a_memo_makes_each_value_once_and_empties_when_full() -> None:
@@ -45,14 +44,6 @@ def test_host_names_drop_the_port_and_keep_ipv6_brackets(host: str, name: str) -
     assert HOST_NAMES[host] == name
 
 
-async def _answer(port: int, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    received = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    return received
-
-
 @pytest.mark.parametrize(("head", "version", "closes"), [
     (b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", "1.1", False),
     (b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", "1.1", True),
@@ -64,15 +55,8 @@ def test_the_request_version_is_the_one_the_client_sent(head: bytes, version: st
     async def echo_version(exchange: Exchange) -> Response:
         return Response(200, body=exchange.request.version.encode())
 
-    async def main() -> bytes:
-        server = HttpServer(echo_version)
-        await server.start()
-        try:
-            # a second request, closing: the answer to the first one shows whether it kept the connection
-            return await _answer(server.port, head + b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        finally:
-            await server.stop(1)
-
-    answers = asyncio.run(main()).split(b"HTTP/1.1 200 OK")[1:]
+    # a second request, closing: the answer to the first one shows whether it kept the connection
+    closing = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    answers = answered_until_close(echo_version, head + closing).split(b"HTTP/1.1 200 OK")[1:]
     assert answers[0].endswith(b"\r\n\r\n" + version.encode())
     assert len(answers) == (1 if closes else 2)

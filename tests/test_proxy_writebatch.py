@@ -11,7 +11,7 @@ import pytest
 
 from proxy.flow import WriteBatch
 from proxy.policy import Exchange, Response
-from proxy.server import HttpServer
+from tests.faults.httpprobe import answered_until_close
 from tests.test_gateway import Gateway, gateway, keys, upstreams  # noqa: F401 - fixtures
 
 
@@ -78,30 +78,14 @@ def test_a_write_from_another_loop_is_not_held() -> None:
         first.close()
 
 
-async def _raw_exchange(port: int, data: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(data)
-    received = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    return received
-
-
 @pytest.mark.parametrize("last", [b"GET /last HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
                                   b"GET /last HTTP/1.0\r\nHost: t\r\n\r\n"])
 def test_pipelined_answers_arrive_in_order_before_the_close(last: bytes) -> None:
     async def echo_path(exchange: Exchange) -> Response:
         return Response(200, body=exchange.request.path.encode())
 
-    async def main() -> bytes:
-        server = HttpServer(echo_path)
-        await server.start()
-        try:
-            data = b"".join(b"GET /p%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(8)) + last
-            return await _raw_exchange(server.port, data)
-        finally:
-            await server.stop(1)
-
-    received = asyncio.run(main())
+    data = b"".join(b"GET /p%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(8)) + last
+    received = answered_until_close(echo_path, data)
     bodies = [part.rsplit(b"\r\n\r\n", 1)[1] for part in received.split(b"HTTP/1.1 200 OK")[1:]]
     assert [body[:5] for body in bodies] == [b"/p%d" % i for i in range(8)] + [b"/last"]
     assert b"connection: close" in received.rsplit(b"HTTP/1.1 200 OK", 1)[1].lower()

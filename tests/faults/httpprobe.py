@@ -7,9 +7,10 @@ import asyncio
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] (\d{3}) ")
 
@@ -56,6 +57,25 @@ def echo_server(max_body: int = 1 << 16, delay_s: float = 0.0) -> Iterator[tuple
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def answered_until_close(handler: Callable[[Any], Awaitable[Any]], raw: bytes) -> bytes:
+    """Everything an HttpServer with `handler` writes back to `raw` (sent at once) until it closes."""
+    from proxy.server import HttpServer
+
+    async def main() -> bytes:
+        server = HttpServer(handler)
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(raw)
+            received = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            return received
+        finally:
+            await server.stop(1)
+
+    return asyncio.run(main())
 
 
 @dataclass(frozen=True)
