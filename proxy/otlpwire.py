@@ -77,22 +77,12 @@ class _TextEntries:
 
     def __init__(self, entries: Memo, keys: int = 256, values: int = 4096) -> None:
         self.entries = entries
-        self.keys = keys  # attribute names come from code, so few
-        self.values = values
-        self.by_key: dict[str, dict[str, bytes]] = {}
+        # Attribute names come from code, so few; values (paths, agents, clients) bounded like the entries.
+        self.by_key = Memo(lambda key: Memo(lambda value: entries[(key, value, str)], values), keys)
 
     def get(self, key: str, value: str) -> bytes:
         """The encoded entry of `key` = `value`."""
-        by_value = self.by_key.get(key)
-        if by_value is None:
-            if len(self.by_key) >= self.keys:
-                self.by_key.clear()
-            by_value = self.by_key[key] = {}
-        encoded = by_value.get(value)
-        if encoded is None:
-            if len(by_value) >= self.values:  # paths, agents, clients: bounded like the entries
-                by_value.clear()
-            encoded = by_value[value] = self.entries[(key, value, str)]
+        encoded: bytes = self.by_key[key][value]
         return encoded
 
 
