@@ -45,6 +45,13 @@ _REASONS = {status.value: status.phrase for status in HTTPStatus}
 _STATUS_LINES = {status: f"HTTP/1.1 {status} {phrase}\r\n" for status, phrase in _REASONS.items()}
 
 
+def _status_line(status: int, reason: str = "", unknown: str = "Unknown") -> str:
+    """`HTTP/1.1 <status> <reason>` and its CRLF: the standard phrase unless `reason` is given
+    (`unknown` for a status without one). The usual lines are built once."""
+    line = None if reason else _STATUS_LINES.get(status)
+    return line if line is not None else f"HTTP/1.1 {status} {reason or unknown}\r\n"
+
+
 @dataclass(frozen=True)
 class ServerLimits:
     """Per-listener limits on what clients may send and how slowly."""
@@ -502,9 +509,6 @@ class HttpServerProtocol(WriteFlow):
         body = response.body
         status = response.status
         head_only = request.method == "HEAD"
-        status_line = None if response.reason else _STATUS_LINES.get(status)
-        if status_line is None:
-            status_line = f"HTTP/1.1 {status} {response.reason or 'Unknown'}\r\n"
         tail = "" if "date" in response.headers else _Clock.date_line()
         chunked = False
         if isinstance(body, bytes):
@@ -518,7 +522,7 @@ class HttpServerProtocol(WriteFlow):
             keep_alive = False  # HTTP/1.0 without a length: the close delimits the body
         if not keep_alive:
             tail += "connection: close\r\n"
-        head = message_head(status_line, response.headers.items(), tail + "\r\n")
+        head = message_head(_status_line(status, response.reason), response.headers.items(), tail + "\r\n")
         return head, chunked, keep_alive
 
     def _send_whole(self, request: Request, response: Response, keep_alive: bool) -> bool:
@@ -593,7 +597,7 @@ class HttpServerProtocol(WriteFlow):
 
     def _write_error(self, status: int, body: bytes, extra: Iterable[tuple[str, str]]) -> None:
         """Write a complete JSON error answer that ends the connection (outside any handler)."""
-        head = bytearray(b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Error").encode()))
+        head = bytearray(_status_line(status, unknown="Error").encode("latin-1"))
         for name, value in extra:
             if name not in ("content-type", "content-length"):
                 head += f"{name}: {value}\r\n".encode("latin-1")
