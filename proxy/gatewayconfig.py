@@ -45,6 +45,13 @@ class UpstreamTlsConfig(_Model):
         return self.model_copy(update={name: base / getattr(self, name) for name in ("ca", "cert", "key")})
 
 
+class KeepaliveConfig(_Model):
+    """The pool of idle upstream connections (as Kong's `upstream_keepalive_*` settings)."""
+
+    max_idle_per_endpoint: int = Field(1024, ge=0, description="idle connections kept per upstream endpoint")
+    idle_timeout_s: float = Field(60.0, gt=0, description="an idle connection is closed after this")
+
+
 class UpstreamConfig(_Model):
     endpoints: list[str] = Field(min_length=1)
     max_failures: int = Field(3, ge=1)
@@ -161,6 +168,7 @@ class GatewayConfig(_Model):
     subject_header: str = "x-gatewatch-subject"
     decisions_file: Path | None = None
     limits: LimitsConfig = Field(default_factory=LimitsConfig)  # type: ignore[arg-type]
+    upstream_keepalive: KeepaliveConfig = Field(default_factory=KeepaliveConfig)  # type: ignore[arg-type]
     tracing: TracingConfig = Field(default_factory=TracingConfig)  # type: ignore[arg-type]
     upstreams: dict[str, UpstreamConfig] = Field(min_length=1)
     auth: dict[str, AuthProviderConfig] = Field(default_factory=dict)

@@ -36,7 +36,7 @@ from proxy.sidecar_routing import LocalRoute, OutboundRoute
 from proxy.sidecar_tracing import INSTRUMENTATION, ClientSpan
 from proxy.spans import Tracer
 from proxy.tracing import TracingPolicy, make_tracer
-from proxy.upstream import Cluster, ConnectionPool, UpstreamCaller
+from proxy.upstream import Cluster, UpstreamCaller
 
 # Smaller than the gateway's batches: a sidecar's RSS budget is 30 MB, and a 512-span batch is
 # ~0.6 MB of request body and its copies while it is sent.
@@ -47,13 +47,6 @@ if TYPE_CHECKING:  # validated configs come from pydantic; the data plane only s
     from proxy.sidecar_config import SidecarConfig
 
 log = logging.getLogger(__name__)
-
-# Idle keep-alive connections kept per endpoint (Envoy's default connection limit per cluster).
-# With the engine's default of 64, a burst of N > 64 concurrent calls closed N - 64 connections
-# after it and the next burst paid as many new ones: with mTLS ~1 ms of CPU per handshake on each
-# side, which turned a 2,000 requests/s burst into a handshake storm (thousands of failed requests).
-MAX_IDLE_PER_ENDPOINT = 1024
-
 
 class SidecarService:
     """One sidecar beside one service; ports 0 pick free ones (see `inbound_port`/`outbound_port`)."""
@@ -111,8 +104,8 @@ class SidecarService:
     async def _serve(self) -> None:
         tracer = self._tracer()
         plan, host = self.plan, self.plan.host
-        local_caller = UpstreamCaller(ConnectionPool(MAX_IDLE_PER_ENDPOINT))
-        remote_caller = UpstreamCaller(ConnectionPool(MAX_IDLE_PER_ENDPOINT), add_forwarded=False)
+        local_caller = UpstreamCaller()
+        remote_caller = UpstreamCaller(add_forwarded=False)
         self._callers = [local_caller, remote_caller]
         # Without tracing the span policies are left out: `traceparent` passes through unchanged.
         inbound: list[Policy] = [

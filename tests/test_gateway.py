@@ -440,9 +440,12 @@ def test_hot_reload_applies_valid_and_keeps_old_on_invalid(gateway: Gateway, tmp
     assert httpx.get(gateway.url + "/open").status_code == 200
     text = gateway.config.read_text()
     new_route = "  - name: teapot\n    match: {path: /open}\n    upstream: dead\n"
-    gateway.config.write_text(text.replace("routes:\n", "routes:\n" + new_route))
+    keepalive = "upstream_keepalive: {max_idle_per_endpoint: 8, idle_timeout_s: 5}\n"
+    gateway.config.write_text(keepalive + text.replace("routes:\n", "routes:\n" + new_route))
     wait_for(lambda: gateway.service.config_version == 2)
     assert httpx.get(gateway.url + "/open").status_code == 502  # the new route points at the dead upstream
+    pool = gateway.service._caller.pool
+    assert (pool.max_idle, pool.idle_timeout_s) == (8, 5.0)
     gateway.config.write_text(text.replace("upstream: api", "upstream: nowhere", 1))
     time.sleep(1.5)
     assert gateway.service.config_version == 2
@@ -467,6 +470,10 @@ def test_config_errors_name_the_line(tmp_path: Path) -> None:
         load_gateway_config(path)
     path.write_text("routes: [\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml:2: invalid YAML"):
+        load_gateway_config(path)
+    path.write_text("upstream_keepalive:\n  idle_timeout_s: 0\nupstreams:\n  a:\n    endpoints: [\"h:1\"]\n"
+                    "routes:\n  - name: r\n    match: {prefix: /}\n    upstream: a\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:2: upstream_keepalive\.idle_timeout_s"):
         load_gateway_config(path)
 
 

@@ -25,6 +25,7 @@ class Upstream:
         self.delay_s = delay_s
         self.drop_next = False
         self.connections = 0
+        self.closed: list[int] = []  # requests answered on each connection, in the order they closed
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
         self.port = 0
@@ -36,6 +37,7 @@ class Upstream:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         self.writers.append(writer)
+        answered = 0
         try:
             while await reader.readuntil(b"\r\n\r\n"):
                 if self.drop_next:
@@ -44,9 +46,11 @@ class Upstream:
                 if self.delay_s:
                     await asyncio.sleep(self.delay_s)
                 writer.write(OK)
+                answered += 1
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
+            self.closed.append(answered)
             writer.close()
 
     async def stop(self) -> None:

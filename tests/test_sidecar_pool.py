@@ -13,7 +13,7 @@ from gatewatch.settings import Settings
 from tests.test_sidecar_support import Backend, Behaviour, running_backend, running_sidecar
 
 pytestmark = pytest.mark.timeout(90)
-BURST = 80  # more than the engine's default of 64 idle connections per endpoint
+BURST = 80  # more than the 64 idle connections per endpoint the engine used to keep
 
 
 def _get(port: int) -> int:

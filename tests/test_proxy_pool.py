@@ -1,0 +1,82 @@
+"""The engine's pool of idle upstream connections (proxy.upstream.ConnectionPool): what a burst opened
+is kept up to `max_idle` per endpoint and reused by the next burst; a connection idle for
+`idle_timeout_s` is closed, the longest idle first. Real sockets on 127.0.0.1, one loop per test."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from proxy.upstream import ConnectionPool, UpstreamCaller
+from tests.test_proxy_callbacks import Upstream, gateway, get
+
+
+async def _burst(port: int, requests: int) -> list[bytes]:
+    """`requests` GETs at once, each on its own client connection; their status lines."""
+    answers = await asyncio.gather(*(get(port) for _ in range(requests)))
+    return [status for statuses in answers for status in statuses]
+
+
+async def _until(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
+    """Wait until `condition()` is true, at most `timeout_s` (the assertions then say what was not)."""
+    for _ in range(int(timeout_s / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+
+
+def test_a_burst_keeps_up_to_max_idle_connections_for_the_next_one() -> None:
+    async def scenario() -> tuple[list[bytes], int, int, int]:
+        upstream = Upstream(delay_s=0.2)  # every request of a burst is in flight at once
+        await upstream.start()
+        caller = UpstreamCaller(ConnectionPool(max_idle_per_endpoint=3))
+        server = await gateway(upstream, caller=caller)
+        answers = await _burst(server.port, 5)
+        await _until(lambda: len(upstream.closed) == 2)
+        kept, opened = caller.pool.open_connections, upstream.connections
+        answers += await _burst(server.port, 3)  # served by the kept connections
+        reopened = upstream.connections - opened
+        await server.stop(1.0)
+        await upstream.stop()
+        return answers, kept, opened, reopened
+
+    answers, kept, opened, reopened = asyncio.run(scenario())
+    assert answers == [b"HTTP/1.1 200 OK"] * 8
+    assert (opened, kept, reopened) == (5, 3, 0)
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout() -> None:
+    async def scenario() -> tuple[list[bytes], int, int, list[int]]:
+        upstream = Upstream()
+        await upstream.start()
+        caller = UpstreamCaller(ConnectionPool(idle_timeout_s=0.3))
+        server = await gateway(upstream, caller=caller)
+        answers = await get(server.port)
+        pooled = caller.pool.open_connections
+        await _until(lambda: upstream.closed)
+        left = caller.pool.open_connections
+        answers += await get(server.port)  # a new connection: the pool works on after a close
+        await server.stop(1.0)
+        await upstream.stop()
+        return answers, pooled, left, upstream.closed
+
+    answers, pooled, left, closed = asyncio.run(scenario())
+    assert answers == [b"HTTP/1.1 200 OK"] * 2
+    assert (pooled, left) == (1, 0)
+    assert closed[0] == 1  # the pool closed it (one request answered), not the upstream
+
+
+def test_the_longest_idle_connection_is_closed_first() -> None:
+    async def scenario() -> list[int]:
+        upstream = Upstream(delay_s=0.1)
+        await upstream.start()
+        caller = UpstreamCaller(ConnectionPool(idle_timeout_s=0.5))
+        server = await gateway(upstream, caller=caller)
+        await _burst(server.port, 2)  # two connections, idle from now on
+        await get(server.port)  # one of them answers a second request: idle since later
+        await _until(lambda: len(upstream.closed) == 2)
+        await server.stop(1.0)
+        await upstream.stop()
+        return upstream.closed
+
+    assert asyncio.run(scenario()) == [1, 2]
