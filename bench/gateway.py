@@ -131,10 +131,12 @@ def wrk(url: str, connections: int, headers: list[str], script: Path | None = No
     return wrk_run.run(url, connections, DURATION_S, headers, script)
 
 
-def measured(url: str, headers: list[str], pids: list[int]) -> dict[str, float]:
-    """Closed-loop max rate, plus the CPU the serving processes spent per request (us)."""
+def measured(url: str, headers: list[str], pids: list[int], connections: int = CONNECTIONS,
+             script: Path | None = None) -> dict[str, float]:
+    """One wrk run (closed loop at max rate, or paced by `script`), plus the CPU the serving
+    processes spent per request (us)."""
     before = cpu_s(pids)
-    result = wrk(url, CONNECTIONS, headers)
+    result = wrk(url, connections, headers, script)
     requests = result["rps"] * DURATION_S
     result["cpu_us_per_request"] = (cpu_s(pids) - before) / requests * 1e6 if requests else 0.0
     return result
@@ -203,8 +205,8 @@ def main() -> int:
         rate = peak["gatewatch"]["rps"] / 2
         schedule, scheduled_conns = scheduled_script(prefix, rate), scheduled_connections(rate)
         single = {name: target for name, target in targets.items() if name != multi_name}
-        paced, paced_rounds = in_rounds(list(single), lambda name: wrk(single[name][0], scheduled_conns,
-                                                                         single[name][1], schedule))
+        paced, paced_rounds = in_rounds(list(single), lambda name: measured(*single[name], serving[name],
+                                                                              scheduled_conns, schedule))
         in_phase = paced_script(prefix, rate, PACED_CONNECTIONS)
         bursts = {name: wrk(url, PACED_CONNECTIONS, headers, in_phase) for name, (url, headers) in single.items()}
         multi_paced: dict[str, dict[str, float]] = {}
@@ -236,15 +238,20 @@ def main() -> int:
     print(f"\ngateway benchmark: wrk -t1, {DURATION_S}s per run, {os.cpu_count()} CPUs (shared); load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; max and paced: medians of {ROUNDS} rounds")
     print(f"{'target':<14}{'max rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/req':>11}   |"
-          f"{'paced rps':>10}{'p50 ms':>9}{'p99 ms':>9}   |{'burst rps':>10}{'p50 ms':>9}{'p99 ms':>9}")
+          f"{'paced rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/req':>11}   |"
+          f"{'burst rps':>10}{'p50 ms':>9}{'p99 ms':>9}")
     for name in single:
         a, b, c = peak[name], paced[name], bursts[name]
         print(f"{name:<14}{a['rps']:>10.0f}{a.get('p50_ms', 0):>9.2f}{a.get('p99_ms', 0):>9.2f}"
               f"{a['cpu_us_per_request']:>11.1f}   |"
-              f"{b['rps']:>10.0f}{b.get('p50_ms', 0):>9.2f}{b.get('p99_ms', 0):>9.2f}   |"
+              f"{b['rps']:>10.0f}{b.get('p50_ms', 0):>9.2f}{b.get('p99_ms', 0):>9.2f}"
+              f"{b['cpu_us_per_request']:>11.1f}   |"
               f"{c['rps']:>10.0f}{c.get('p50_ms', 0):>9.2f}{c.get('p99_ms', 0):>9.2f}")
     print("CPU us/req: direct = the upstream nginx serving 'ok'; nginx = the proxy nginx's worker; "
-          "gatewatch = the gateway process")
+          "gatewatch = the gateway process. Paced, a request costs more than at max rate (fewer per loop "
+          "pass, caches colder after each sleep): at the paced rate the gateway was busy "
+          f"{paced['gatewatch']['cpu_us_per_request'] * rate / 1e4:.0f}% of the time, which sets how fast it "
+          "catches up after a stall")
     print(f"paced: {rate:.0f} rps (half of the gateway's max) on one schedule over {scheduled_conns} connections; "
           f"burst: {PACED_CONNECTIONS} connections each waiting a fixed delay (in phase, so in bursts)")
     print(f"gateway/nginx throughput: {ratio:.1%} (target >= 50%)")
@@ -277,6 +284,7 @@ def main() -> int:
         "rss_mb": {"gateway": gateway_rss, "nginx": nginx_rss},
         "load_average": {"before": load_before[0], "after": load_after[0]},
         "cpu_us_per_request": {name: peak[name]["cpu_us_per_request"] for name in targets},
+        "paced_cpu_us_per_request": {name: paced[name]["cpu_us_per_request"] for name in single},
         "workers": multi_summary, "spans": spans, "otlp_sink_batches": sink,
         "targets": {"throughput_vs_nginx": 0.5, "added_p50_ms": 0.5, "added_p99_ms": 2.0},
     }, indent=2))
