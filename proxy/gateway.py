@@ -19,14 +19,7 @@ from proxy.auth import Authenticator, build_authenticator
 from proxy.controlplane import DecisionSource, decision_source
 from proxy.decisionstore import DecisionStore
 from proxy.endpoints import endpoint_of
-from proxy.gatewayconfig import (
-    GatewayConfig,
-    KeepaliveConfig,
-    RateLimitConfig,
-    UpstreamConfig,
-    listen_ports,
-    load_gateway_config,
-)
+from proxy.gatewayconfig import GatewayConfig, RateLimitConfig, UpstreamConfig, listen_ports, load_gateway_config
 from proxy.gatewaypolicies import AccessPolicy, AuthPolicy
 from proxy.metrics import GatewayMetrics, MetricsPolicy
 from proxy.policy import Policy, build_chain
@@ -51,12 +44,6 @@ def server_limits(config: GatewayConfig) -> ServerLimits:
         body_timeout_s=limits.body_timeout_s, idle_timeout_s=limits.idle_timeout_s,
         max_inflight=limits.max_inflight, max_connections=limits.max_connections, retry_after_s=limits.retry_after_s,
     )
-
-
-def keepalive_pool(pool: ConnectionPool, keepalive: KeepaliveConfig) -> ConnectionPool:
-    """`pool` with the config's limits on idle upstream connections (at start and on reload)."""
-    pool.max_idle, pool.idle_timeout_s = keepalive.max_idle_per_endpoint, keepalive.idle_timeout_s
-    return pool
 
 
 class _Compiled:
@@ -150,7 +137,8 @@ class GatewayService:
         self._routing: RoutingPolicy | None = None
         self._server: HttpServer | None = None
         self._admin: HttpServer | None = None
-        self._caller = UpstreamCaller(keepalive_pool(ConnectionPool(), self.config.upstream_keepalive))
+        keepalive = self.config.upstream_keepalive
+        self._caller = UpstreamCaller(ConnectionPool(keepalive.max_idle_per_endpoint, keepalive.idle_timeout_s))
         self._tracer: Tracer | None = None
         self._config_mtime = self._mtime()
 
@@ -263,7 +251,8 @@ class GatewayService:
         assert self._routing is not None and self._server is not None
         self._routing.router = compiled.router
         self._server.limits = server_limits(config)
-        keepalive_pool(self._caller.pool, config.upstream_keepalive)
+        self._caller.pool.configure(config.upstream_keepalive.max_idle_per_endpoint,
+                                    config.upstream_keepalive.idle_timeout_s)
         self.config_version += 1
         self.metrics.count(self.metrics.reloads, "ok")
         log.info("config reloaded (version %d, %d routes)", self.config_version, len(config.routes))

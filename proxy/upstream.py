@@ -359,16 +359,24 @@ class ConnectionPool:
         conn.idle_since = conn.loop.time()
         idle.append(conn)
         if self._expiry is None:
-            self._expiry = conn.loop.call_later(self.idle_timeout_s, self._close_expired, conn.loop)
+            self._expiry = conn.loop.call_later(self.idle_timeout_s, self._close_expired)
 
-    def _close_expired(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Close the connections idle for `idle_timeout_s`; re-arm for the next one due."""
+    def configure(self, max_idle_per_endpoint: int, idle_timeout_s: float) -> None:
+        """New limits (a config reload, on the pool's loop): idle connections beyond them close now."""
+        self.max_idle, self.idle_timeout_s = max_idle_per_endpoint, idle_timeout_s
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._close_expired()
+
+    def _close_expired(self) -> None:
+        """Close the connections idle for `idle_timeout_s` or beyond `max_idle`; re-arm for the next one due."""
         self._expiry = None
+        loop = asyncio.get_running_loop()
         now = loop.time()
         next_due = math.inf
         for idle in self._idle.values():
             # LIFO: the bottom of the list has been idle longest.
-            expired = 0
+            expired = max(0, len(idle) - self.max_idle)
             while expired < len(idle) and now - idle[expired].idle_since >= self.idle_timeout_s:
                 expired += 1
             for conn in idle[:expired]:
@@ -379,7 +387,7 @@ class ConnectionPool:
             if idle:
                 next_due = min(next_due, idle[0].idle_since + self.idle_timeout_s)
         if next_due < math.inf:
-            self._expiry = loop.call_later(max(next_due - now, 0.0), self._close_expired, loop)
+            self._expiry = loop.call_later(max(next_due - now, 0.0), self._close_expired)
 
     def discard(self, conn: _UpstreamProtocol) -> None:
         """Close a connection that must not be reused."""

@@ -1,6 +1,7 @@
 """The engine's pool of idle upstream connections (proxy.upstream.ConnectionPool): what a burst opened
 is kept up to `max_idle` per endpoint and reused by the next burst; a connection idle for
-`idle_timeout_s` is closed, the longest idle first. Real sockets on 127.0.0.1, one loop per test."""
+`idle_timeout_s` is closed, the longest idle first; lower limits (a reload) apply at once. Real
+sockets on 127.0.0.1, one loop per test."""
 
 from __future__ import annotations
 
@@ -80,3 +81,23 @@ def test_the_longest_idle_connection_is_closed_first() -> None:
         return upstream.closed
 
     assert asyncio.run(scenario()) == [1, 2]
+
+
+def test_lower_limits_close_the_excess_idle_connections_at_once() -> None:
+    async def scenario() -> tuple[int, int, list[int]]:
+        upstream = Upstream(delay_s=0.2)
+        await upstream.start()
+        caller = UpstreamCaller(ConnectionPool(idle_timeout_s=60))
+        server = await gateway(upstream, caller=caller)
+        await _burst(server.port, 3)
+        before = caller.pool.open_connections
+        caller.pool.configure(max_idle_per_endpoint=1, idle_timeout_s=60)
+        after = caller.pool.open_connections
+        await _until(lambda: len(upstream.closed) == 2)
+        await server.stop(1.0)
+        await upstream.stop()
+        return before, after, upstream.closed
+
+    before, after, closed = asyncio.run(scenario())
+    assert (before, after) == (3, 1)
+    assert closed[:2] == [1, 1]  # closed by the pool, each after its one answer
