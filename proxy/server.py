@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
 import ssl as ssl_module
 import time
 from collections import deque
@@ -90,6 +91,24 @@ def settle_heap() -> None:
         _heap_settled = True
         gc.collect()
         gc.freeze()
+
+
+def raise_open_files_limit() -> int:
+    """The process's soft limit on open files raised to its hard one (as Go's runtime does at start);
+    the soft limit in force after it.
+
+    Each proxied request holds a client and an upstream connection, and the usual soft limit of
+    1024 would fail a burst of ~500 with "too many open files" although the hard limit allows more.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:  # e.g. an unlimited hard limit above the kernel's nr_open
+        log.debug("the open files limit stays at %d: %s", soft, exc)
+        return soft
+    return hard
 
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -711,6 +730,7 @@ class HttpServer:
         # Any: uvloop's Server.sockets is a list, asyncio's a tuple (compiled code checks the type)
         self.port = cast(Any, self._server).sockets[0].getsockname()[1]
         settle_heap()
+        raise_open_files_limit()
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stop listening, let in-flight requests finish (up to `timeout_s`), then close everything."""

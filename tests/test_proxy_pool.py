@@ -1,11 +1,14 @@
 """The engine's pool of idle upstream connections (proxy.upstream.ConnectionPool): what a burst opened
 is kept up to `max_idle` per endpoint and reused by the next burst; a connection idle for
-`idle_timeout_s` is closed, the longest idle first; lower limits (a reload) apply at once. Real
-sockets on 127.0.0.1, one loop per test."""
+`idle_timeout_s` is closed, the longest idle first; lower limits (a reload) apply at once. And a
+listener lifts the open-files soft limit, so that a burst's connections fit. Real sockets on
+127.0.0.1, one loop per test."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Callable
 
 from proxy.upstream import ConnectionPool, UpstreamCaller
@@ -101,3 +104,22 @@ def test_lower_limits_close_the_excess_idle_connections_at_once() -> None:
     before, after, closed = asyncio.run(scenario())
     assert (before, after) == (3, 1)
     assert closed[:2] == [1, 1]  # closed by the pool, each after its one answer
+
+
+def test_a_listener_raises_the_open_files_soft_limit_to_the_hard_one() -> None:
+    """A burst needs two descriptors a request: the usual soft limit of 1024 must not cap it."""
+    script = """
+import asyncio, resource
+from proxy.policy import answered, Response
+from proxy.server import HttpServer
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+async def main():
+    server = HttpServer(lambda exchange: answered(Response.json(200, {})))
+    await server.start()
+    await server.stop(0.1)
+asyncio.run(main())
+print(resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "True", result.stderr
