@@ -379,11 +379,10 @@ class ConnectionPool:
             expired = max(0, len(idle) - self.max_idle)
             while expired < len(idle) and now - idle[expired].idle_since >= self.idle_timeout_s:
                 expired += 1
-            for conn in idle[:expired]:
-                self._all.discard(conn)
-                if conn.transport is not None:
-                    conn.transport.close()
+            closing = idle[:expired]
             del idle[:expired]
+            for conn in closing:
+                self.discard(conn)
             if idle:
                 next_due = min(next_due, idle[0].idle_since + self.idle_timeout_s)
         if next_due < math.inf:
