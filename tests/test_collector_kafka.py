@@ -9,6 +9,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.util.types import AttributeValue
 
 from collector.service import CollectorService
 from gatewatch.settings import Settings
@@ -39,10 +40,12 @@ def emit_traces(exporter: SpanExporter) -> dict[int, int]:
     tracer = provider.get_tracer("gatewatch.test", "1.0")
     sent: dict[int, int] = {}
     for t in range(TRACES):
-        attributes = {"http.request.method": "GET", "http.route": "/api/items/{id}", "url.path": f"/api/items/{t}",
-                      "http.response.status_code": 200, "client.address": "203.0.113.7", "user_agent.original": "t",
-                      "server.address": "gw", "enduser.id": f"user-{t}", "gatewatch.ratelimit.outcome": "allowed",
-                      "net.peer.port": 443}
+        attributes: dict[str, AttributeValue] = {
+            "http.request.method": "GET", "http.route": "/api/items/{id}", "url.path": f"/api/items/{t}",
+            "http.response.status_code": 200, "client.address": "203.0.113.7", "user_agent.original": "t",
+            "server.address": "gw", "enduser.id": f"user-{t}", "gatewatch.ratelimit.outcome": "allowed",
+            "net.peer.port": 443,
+        }
         with tracer.start_as_current_span("GET /api/items/{id}", attributes=attributes) as root:
             sent[root.get_span_context().span_id] = root.get_span_context().trace_id
             for c in range(CHILDREN):
@@ -75,6 +78,7 @@ def test_official_exporters_deliver_every_span_to_otlp_spans(kafka_settings: Set
             assert [ss.scope.name for ss in rs.scope_spans] == ["gatewatch.test"]
         spans = spans_of(request)
         assert {s.trace_id.hex().encode() for s in spans} == {message.key}  # key = the trace id in hex
+        assert message.key is not None
         assert all(len(s.attributes) >= 1 for s in spans)
         partitions[message.key].add(message.partition)
         got.update({int.from_bytes(s.span_id, "big"): int.from_bytes(s.trace_id, "big") for s in spans})

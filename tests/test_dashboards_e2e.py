@@ -89,6 +89,8 @@ def _devtools(port_line: str) -> str:
 class Chromium:
     """Headless Chromium driven over the DevTools protocol (one page)."""
 
+    events: list[dict[str, Any]]  # DevTools messages that were not a call's answer, oldest first
+
     def __init__(self, profile: Path) -> None:
         assert CHROMIUM, "chromium is not installed (make debian-deps)"
         self.proc = subprocess.Popen(

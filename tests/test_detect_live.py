@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
@@ -28,7 +29,7 @@ class Receiver:
     """A local Alertmanager-compatible (and webhook) test receiver recording every POST body."""
 
     def __init__(self) -> None:
-        self.posts: list[tuple[str, object]] = []
+        self.posts: list[tuple[str, Any]] = []  # (path, JSON body)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -95,7 +96,7 @@ def test_bot_and_failing_edge_through_the_pipeline(settings, store, receiver):
     decisions: list[Decision] = []
     for offset in range(130, 601, 10):
         decisions += cycle.run(datetime.fromtimestamp(start + offset, UTC)).decisions
-    by_target = {}
+    by_target: dict[str, list[Decision]] = {}
     for d in decisions:
         by_target.setdefault(d.target.key, []).append(d)
     bots = {t.key: t for t in scenario.truth if t.kind == "bot"}

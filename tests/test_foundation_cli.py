@@ -74,5 +74,6 @@ def test_cluster_ids_never_look_like_an_option(monkeypatch: pytest.MonkeyPatch):
 def test_every_subcommand_has_a_handler():
     parser = build_parser()
     for action in parser._subparsers._group_actions:  # type: ignore[union-attr]
+        assert isinstance(action.choices, dict)  # a subparsers action's: command name -> its parser
         for name, sub in action.choices.items():
             assert sub.format_help(), name

@@ -98,6 +98,7 @@ class Keys:
         self.rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.ec = ec.generate_private_key(ec.SECP256R1())
         self.ed = ed25519.Ed25519PrivateKey.generate()
+        self.private: dict[str, bytes | rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey]
         self.private = {"hs": HS_SECRET, "rs": self.rsa, "es": self.ec, "ed": self.ed}
         self.algorithm = {"hs": "HS256", "rs": "RS256", "es": "ES256", "ed": "EdDSA"}
 

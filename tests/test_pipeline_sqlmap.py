@@ -37,11 +37,11 @@ def rich_request(double: float = 0.1, array: bool = False, start: int = 5) -> by
     span.status.code, span.status.message = 2, "boom"
     values = {"t": True, "f": False, "zero": 0, "neg": -42, "d": double, "d3": 3.0, "nz": -0.0, "small": 2.5e-3,
               "s": "héllo <&>", "empty": ""}
-    for key, value in values.items():
+    for key, scalar in values.items():
         kv = span.attributes.add()
         kv.key = key
-        field = {bool: "bool_value", int: "int_value", float: "double_value", str: "string_value"}[type(value)]
-        setattr(kv.value, field, value)
+        field = {bool: "bool_value", int: "int_value", float: "double_value", str: "string_value"}[type(scalar)]
+        setattr(kv.value, field, scalar)
     kv = span.attributes.add()
     kv.key, kv.value.bytes_value = "raw", b"\x00\xffhi"
     if array:

@@ -117,6 +117,7 @@ def test_sdk_spans_land_in_otel_traces_as_the_exporter_writes_them(settings, sto
     assert server["ParentSpanId"] == ""
     assert server["ServiceName"] == "gateway" and server["ResourceAttributes"]["deployment"] == "test"
     assert (server["ScopeName"], server["ScopeVersion"]) == ("gatewatch.proxy", "1.2.3")
+    assert server_span.end_time is not None and server_span.start_time is not None
     assert server["Duration"] == server_span.end_time - server_span.start_time
     assert (server["StatusCode"], server["StatusMessage"]) == ("Error", "upstream failed")
     assert client["StatusCode"] == "Unset"
@@ -230,6 +231,7 @@ def test_store_errors_are_retried_without_committing(settings, store):
     log = EmbeddedLog()
     log.producer(settings.spans_topic).send([Message(synthetic_request(20))])
     pipeline = make_pipeline(settings, store, log, batch_rows=1, crash=False)
+    failures: list[str]  # the tokens of the failed writes
     real_write, failures = pipeline._writer.write, []
 
     def flaky_write(columns, token):
@@ -252,7 +254,7 @@ def test_span_log_outages_are_waited_out_not_fatal(settings, store):
     pipeline = make_pipeline(settings, store, log, batch_rows=1, crash=False)
     real_poll, outages = pipeline._consumer.poll, [SpanLogUnavailable("broker restarting")] * 2
 
-    def flaky_poll(max_messages, timeout_s):
+    def flaky_poll(max_messages: int = 10_000, timeout_s: float = 1.0) -> list[Message]:  # LogConsumer.poll's
         if outages:
             raise outages.pop()
         return real_poll(max_messages, timeout_s)

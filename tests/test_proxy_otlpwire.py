@@ -67,7 +67,7 @@ def test_batches_and_long_values_encode_like_the_sdk() -> None:
 
 def test_a_value_that_is_not_a_scalar_is_sent_as_text() -> None:
     request = ExportTraceServiceRequest.FromString(encode_request(
-        [_ours(attributes={"odd": ("a", 1)})], encode_resource(RESOURCE), encode_scope(SCOPE)))  # type: ignore[dict-item]
+        [_ours(attributes={"odd": ("a", 1)})], encode_resource(RESOURCE), encode_scope(SCOPE)))
     value = request.resource_spans[0].scope_spans[0].spans[0].attributes[0].value
     assert value.string_value == "('a', 1)"
 

@@ -235,7 +235,12 @@ def test_shutdown_is_bounded_when_the_collector_is_unreachable() -> None:
     for n in range(5):
         processor.on_end(_span(n))
     started = threading.Event()
-    thread = threading.Thread(target=lambda: (started.set(), processor.shutdown(0.2)))
+
+    def shut_down() -> None:
+        started.set()
+        processor.shutdown(0.2)
+
+    thread = threading.Thread(target=shut_down)
     thread.start()
     thread.join(10)
     assert started.is_set() and not thread.is_alive() and exporter.stopped.is_set()

@@ -42,7 +42,9 @@ def _run(headers: Sequence[tuple[str, str]], status: int, ratio: float = 1.0) ->
         done.set_attribute("gatewatch.ratelimit.outcome", "allowed")
         return Response(status)
 
-    asyncio.run(policy.handle(exchange, upstream))
+    handled = policy.handle(exchange, upstream)
+    assert asyncio.iscoroutine(handled)  # upstream's own, returned unawaited
+    asyncio.run(handled)
     exchange.complete(status)
     return request, spans
 
@@ -86,7 +88,9 @@ def test_the_span_keeps_the_path_the_client_asked_for_and_what_policies_recorded
         done.set_attribute("http.route", "/api/{id}")  # a policy's value wins over the engine's
         return Response(200)
 
-    asyncio.run(policy.handle(exchange, rewriting_upstream))
+    handled = policy.handle(exchange, rewriting_upstream)
+    assert asyncio.iscoroutine(handled)  # upstream's own, returned unawaited
+    asyncio.run(handled)
     exchange.complete(200)
     [span] = spans
     assert span.attributes["url.path"] == "/api/items"

@@ -67,7 +67,7 @@ def test_a_write_from_another_loop_is_not_held() -> None:
     batch, transport = WriteBatch(), RecordingTransport()
     first = asyncio.new_event_loop()
     try:
-        batch.write(first, RecordingTransport(), b"held")  # type: ignore[arg-type] - held for `first`'s next pass
+        batch.write(first, RecordingTransport(), b"held")  # type: ignore[arg-type]  # held for `first`'s next pass
 
         async def other() -> list[bytes]:
             batch.write(asyncio.get_running_loop(), transport, b"direct")  # type: ignore[arg-type]

@@ -9,7 +9,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from gatewatch.decisions import Decision, DecisionKind, Reason, Target
+from gatewatch.decisions import Decision, DecisionKind, Reason, Scope, Target
 from gatewatch.settings import Settings
 from proxy.decisionstore import DecisionStore
 from tests.test_sidecar_support import running_backend, running_sidecar
@@ -70,9 +70,9 @@ def test_forced_decision_opens_circuit_until_it_expires(settings: Settings) -> N
         running_sidecar("checkout", 1, settings, {"payment": [payment.port]}, decisions=store) as sidecar,
     ):
         assert call(sidecar.outbound_port, "payment").status_code == 200
-        decision = Decision.new(DecisionKind.CIRCUIT_OPEN, Target(scope="edge", key="checkout->payment"),
+        decision = Decision.new(DecisionKind.CIRCUIT_OPEN, Target(scope=Scope.EDGE, key="checkout->payment"),
                                 Reason(detector="failure_spike", score=0.9), ttl=timedelta(seconds=1.5))
-        other = Decision.new(DecisionKind.CIRCUIT_OPEN, Target(scope="edge", key="orders->payment"),
+        other = Decision.new(DecisionKind.CIRCUIT_OPEN, Target(scope=Scope.EDGE, key="orders->payment"),
                              Reason(detector="failure_spike"), ttl=timedelta(seconds=60))
         store.replace([decision, other], version=1)
         time.sleep(0.1)  # applied on the sidecar's loop
@@ -97,7 +97,7 @@ def test_forced_close_overrides_tripped_breaker_and_withdrawal_restores_it(setti
     ):
         call(sidecar.outbound_port, "payment")
         assert call(sidecar.outbound_port, "payment").status_code == 503
-        close = Decision.new(DecisionKind.CIRCUIT_CLOSE, Target(scope="edge", key="checkout->payment"),
+        close = Decision.new(DecisionKind.CIRCUIT_CLOSE, Target(scope=Scope.EDGE, key="checkout->payment"),
                              Reason(detector="operator"), ttl=timedelta(seconds=60))
         store.replace([close], version=1)
         time.sleep(0.1)

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gatewatch.decisions import Decision, DecisionKind, Reason, Target
+from gatewatch.decisions import Decision, DecisionKind, Reason, Scope, Target
 from tests.test_sidecar_support import free_port, running_backend, wait_listening
 
 pytestmark = pytest.mark.timeout(90)
@@ -39,7 +39,7 @@ def test_sidecar_command_serves_follows_decisions_file_and_stops(tmp_path: Path)
             wait_listening(outbound, process)
             assert httpx.get(f"http://127.0.0.1:{outbound}/", headers={"host": "payment"}).status_code == 200
             assert httpx.get(f"http://127.0.0.1:{inbound}/").status_code == 200
-            decision = Decision.new(DecisionKind.CIRCUIT_OPEN, Target(scope="edge", key="checkout->payment"),
+            decision = Decision.new(DecisionKind.CIRCUIT_OPEN, Target(scope=Scope.EDGE, key="checkout->payment"),
                                     Reason(detector="failure_spike"), ttl=timedelta(seconds=60))
             decisions.write_text(json.dumps([json.loads(decision.to_json())]))
             deadline = time.monotonic() + 10

@@ -157,4 +157,5 @@ def test_new_connections_resume_the_tls_session_and_keep_verified_identities(pki
     assert seen[:3] == [(False, "checkout"), (True, "checkout"), (True, "checkout")]
     assert len(seen) == 24 and {identity for _, identity in seen} == {"checkout"}
     # A session is only offered to the server name it was made with.
+    assert isinstance(client, mtls.ResumingClientContext)
     assert client._resumable("inventory") is None

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from gatewatch.devkafka import free_port
 from gatewatch.settings import Settings
@@ -25,6 +25,9 @@ from pipelines.service import CRASH_ENV
 from tests.faults.faults import ROOT, FlakyStore, PrivateKafka, StageProcess
 from tests.faults.harness import CaseResult, Scale, delivery, finish
 from tests.faults.workload import OtlpSender, SendStats, run_id, stored_span_ids, wait_drained, wait_stored
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
 
 
 @dataclass
@@ -121,7 +124,8 @@ def store_unavailable(env: CaseEnv, scale: Scale) -> CaseResult:
     flaky = FlakyStore(env.store)
     service = run_id()
     sender = OtlpSender(settings.collector_endpoint, service, rate_per_s=_rate(scale))
-    with running(CollectorService(settings, span_log=log), PipelineService(settings, span_log=log, store=flaky)):
+    store = cast("Client", flaky)  # it stands in for the client it wraps
+    with running(CollectorService(settings, span_log=log), PipelineService(settings, span_log=log, store=store)):
         stats = _send_with_faults(sender, scale, lambda _: _outage(flaky, outage_s))
         stored = wait_stored(_stored(env, service), len(stats.acked_ids))
     return finish(result, delivery(stats.sent, stats.acked_ids, stored), refused_calls=flaky.refused)
