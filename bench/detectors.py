@@ -21,6 +21,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -37,6 +38,7 @@ from detectors.features import AUTH_PATH, AUTOMATION_UA, client_features
 from detectors.service import DetectorService
 from detectors.sessions import window_features
 from gatewatch.decisions import Decision, DecisionKind, Reason, Scope, Target
+from gatewatch.service import Service
 from gatewatch.settings import Settings
 from gatewatch.spanlog import Message, open_span_log
 from gatewatch.store import connect
@@ -146,6 +148,8 @@ def bench_cycle(client, base: Settings) -> dict:
 class Watcher(threading.Thread):
     """A proxy-style long-poll client recording when each target's decision first arrives."""
 
+    seen: dict[tuple[str, str], float]  # (decision kind, target key) -> when first seen
+
     def __init__(self, url: str, token: str) -> None:
         super().__init__(daemon=True)
         self.url, self.headers, self.seen, self.stop = url, {"Authorization": f"Bearer {token}"}, {}, False
@@ -191,7 +195,7 @@ def bench_end_to_end(client, base: Settings) -> dict:
     producer = span_log.producer(settings.spans_topic)
     now = time.time()
     send(producer, simulate.scenario(seed=7, start=now - 180, duration_s=180, humans=20, bots=()))
-    services = [PipelineService(settings, span_log=span_log, store=client, metrics_port=None),
+    services: list[Service] = [PipelineService(settings, span_log=span_log, store=client, metrics_port=None),
                 ControlPlaneService(settings, store=client, span_log=span_log),
                 DetectorService(settings, store=client, span_log=span_log,
                                 config=DetectorConfig(interval_s=1.0, model_dir=settings.data_dir / "bench-models"))]
@@ -241,7 +245,7 @@ def main() -> int:
     data = Path(tempfile.mkdtemp(prefix="gatewatch-bench-det-"))
     base = Settings(kafka=os.environ.get("GATEWATCH_KAFKA", ""), clickhouse=f"chdb://{data / 'ch'}", data_dir=data)
     client = connect(base.clickhouse_dsn)
-    results = {"cycle": bench_cycle(client, base), "end_to_end": bench_end_to_end(client, base),
+    results: dict[str, Any] = {"cycle": bench_cycle(client, base), "end_to_end": bench_end_to_end(client, base),
                "span_log": "kafka" if base.kafka else "embedded"}
     c, e = results["cycle"], results["end_to_end"]
     rows = [

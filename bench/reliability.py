@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gatewatch import devkafka  # noqa: E402
-from tests.faults.harness import Scale, exit_code, render_table, run_case, write_json  # noqa: E402
+from tests.faults.cases import CaseEnv  # noqa: E402
+from tests.faults.harness import CaseResult, Scale, exit_code, render_table, run_case, write_json  # noqa: E402
 from tests.faults.registry import all_cases, case_env  # noqa: E402
 
 
@@ -42,7 +43,11 @@ def main() -> int:
         for name in chosen:
             print(f"running {name} ...", flush=True)
             env = case_env(base, f"chdb://{base / 'store'}", kafka, name)
-            results.append(run_case(name, lambda s, env=env, name=name: cases[name](env, s), scale))
+
+            def case(s: Scale, env: CaseEnv = env, name: str = name) -> CaseResult:
+                return cases[name](env, s)
+
+            results.append(run_case(name, case, scale))
             print(f"  {results[-1].verdict} in {results[-1].seconds}s: {results[-1].observed()}", flush=True)
     finally:
         if own_broker:
