@@ -167,9 +167,9 @@ class GatewayConfig(_Model):
         1, description="processes sharing the ports (SO_REUSEPORT), or auto: one per usable core; read at start")
     subject_header: str = "x-gatewatch-subject"
     decisions_file: Path | None = None
-    limits: LimitsConfig = Field(default_factory=LimitsConfig)  # type: ignore[arg-type]
-    upstream_keepalive: KeepaliveConfig = Field(default_factory=KeepaliveConfig)  # type: ignore[arg-type]
-    tracing: TracingConfig = Field(default_factory=TracingConfig)  # type: ignore[arg-type]
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    upstream_keepalive: KeepaliveConfig = Field(default_factory=KeepaliveConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
     upstreams: dict[str, UpstreamConfig] = Field(min_length=1)
     auth: dict[str, AuthProviderConfig] = Field(default_factory=dict)
     rate_limits: dict[str, RateLimitConfig] = Field(default_factory=dict)

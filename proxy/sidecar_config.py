@@ -55,7 +55,7 @@ class InboundConfig(_Model):
     port: Port = 15006
     forward_to: str
     allow: list[str] | None = None  # caller identities; None = every authenticated caller
-    limits: AdmissionConfig = Field(default_factory=AdmissionConfig)  # type: ignore[arg-type]  # 503 + Retry-After
+    limits: AdmissionConfig = Field(default_factory=AdmissionConfig)  # 503 + Retry-After
 
     @field_validator("forward_to")
     @classmethod
@@ -67,7 +67,7 @@ class OutboundConfig(_Model):
     """The listener the local service calls others through, naming them in the Host header."""
 
     port: Port = 15001
-    limits: AdmissionConfig = Field(default_factory=AdmissionConfig)  # type: ignore[arg-type]  # 503 + Retry-After
+    limits: AdmissionConfig = Field(default_factory=AdmissionConfig)  # 503 + Retry-After
 
 
 class TlsConfig(_Model):

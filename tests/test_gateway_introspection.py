@@ -62,11 +62,7 @@ def _request(token: str) -> Request:
 
 
 def _authenticator(url: str) -> IntrospectionAuthenticator:
-    # call-arg: mypy does not see the defaults of client_secret_env and cache_s, given positionally
-    # as Field(<default>, ...) (proxy/gatewayconfig.py); pydantic fills them in.
-    return IntrospectionAuthenticator(
-        IntrospectionProviderConfig(type="introspection", url=url, timeout_s=2)  # type: ignore[call-arg]
-    )
+    return IntrospectionAuthenticator(IntrospectionProviderConfig(type="introspection", url=url, timeout_s=2))
 
 
 def test_active_tokens_are_identities_cached_and_inactive_ones_refused(server: AuthorizationServer) -> None:
