@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import httpx
 import jwt
@@ -20,7 +20,8 @@ from proxy.gatewayconfig import ApiKeyProviderConfig, IntrospectionProviderConfi
 from proxy.policy import Request, Response
 
 log = logging.getLogger(__name__)
-_CACHE_MAX = 50_000  # verified tokens kept in memory; the cache is cleared when it fills
+_wall_clock: Final = time.time
+_CACHE_MAX: Final = 50_000  # verified tokens kept in memory; the cache is cleared when it fills
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class _TokenCache:
         entry = self._items.get(token)
         if entry is None:
             return None
-        if entry[0] <= time.time():
+        if entry[0] <= _wall_clock():
             del self._items[token]
             return None
         return entry[1]

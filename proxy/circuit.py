@@ -8,13 +8,14 @@ say when to come back in `retry-after`.
 from __future__ import annotations
 
 import math
+from typing import Final
 
 from proxy.breaker import BreakerState
 from proxy.policy import CallNext, Exchange, ProxyError, Response
 from proxy.sidecar_registry import Upstream
 
-BREAKER_HEADER = "x-gatewatch-breaker"
-STATE_ATTRIBUTE = "gatewatch.breaker.state"
+BREAKER_HEADER: Final = "x-gatewatch-breaker"
+STATE_ATTRIBUTE: Final = "gatewatch.breaker.state"
 
 
 class CircuitOpen(ProxyError):

@@ -6,6 +6,11 @@ goes to `proxy/_compiled/` (`gatewatch dev compile`, run by `make install`). `pr
 puts it first on the package's path only when it was built from the current sources for this
 interpreter, so an edited module is never shadowed by a stale build; without a build, or with
 GATEWATCH_COMPILED=0, the same modules run as plain Python.
+
+Module-level constants in these modules are `Final`, and so are the functions the request path
+calls from other modules (`_monotonic: Final = time.monotonic`): compiled, a `Final` name is a C
+static, where any other global is a dict lookup at every use and `time.monotonic()` an attribute
+lookup too (together ~6% of a gateway request's instructions, counted with callgrind).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ and configured rate limits). Per-route settings come from `route.policy` (see pr
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from gatewatch.decisions import DecisionKind, Mode
 from proxy.auth import Authenticator, AuthFailure, Identity
@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from proxy.decisionstore import Decision  # a model or a parsed wire decision
     from proxy.sharedlimits import SharedTatTable
 
-OUTCOME = "gatewatch.ratelimit.outcome"
-AUTH_OUTCOME = "gatewatch.auth.outcome"
+OUTCOME: Final = "gatewatch.ratelimit.outcome"
+AUTH_OUTCOME: Final = "gatewatch.auth.outcome"
 
 
 class AuthPolicy:

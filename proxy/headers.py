@@ -4,25 +4,26 @@ fields (X-Forwarded-For/-Proto/-Host) say who the client was."""
 from __future__ import annotations
 
 import sys
+from typing import Final
 
 from proxy.memo import Memo
 from proxy.policy import Exchange, Headers
 
 # Fields that describe one connection, never forwarded (plus any named in `Connection`).
-HOP_BY_HOP = frozenset({
+HOP_BY_HOP: Final = frozenset({
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
     "proxy-authenticate", "proxy-authorization",
 })
 
 
-_FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
-_NOTHING: frozenset[str] = frozenset()
-_LENGTH = frozenset({"content-length"})
-_FORWARDING_AND_LENGTH = _FORWARDING | _LENGTH
+_FORWARDING: Final = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
+_NOTHING: Final[frozenset[str]] = frozenset()
+_LENGTH: Final = frozenset({"content-length"})
+_FORWARDING_AND_LENGTH: Final = _FORWARDING | _LENGTH
 
 
 # The usual `Connection` values name only fields that are hop-by-hop anyway: nothing more to drop.
-_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
+_PLAIN_CONNECTION: Final = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
 
 
 def _host_name(host: str) -> str:
@@ -33,11 +34,11 @@ def _host_name(host: str) -> str:
 # What the parsers' bytes decode to: a request's or response's field names, its method and its
 # host are nearly always ones seen before. Interned, so that comparing them with the names in the
 # code (`Headers.get("content-length")`, the hop-by-hop set) takes the identity shortcut.
-FIELD_NAMES = Memo(lambda raw: sys.intern(raw.decode("latin-1").lower()), 1024)
+FIELD_NAMES: Final = Memo(lambda raw: sys.intern(raw.decode("latin-1").lower()), 1024)
 """A received field name (bytes) as `Headers` keeps it: latin-1, lower-case."""
-METHODS = Memo(lambda raw: sys.intern(raw.decode("latin-1")), 256)
+METHODS: Final = Memo(lambda raw: sys.intern(raw.decode("latin-1")), 256)
 """The parser's method (bytes) as a string."""
-HOST_NAMES = Memo(_host_name, 1024)
+HOST_NAMES: Final = Memo(_host_name, 1024)
 """The name in a Host value: without its port, lower-case (`[::1]:8080` -> `[::1]`)."""
 
 

@@ -8,11 +8,13 @@ service receives the caller's name in that header.
 
 from __future__ import annotations
 
+from typing import Final
+
 from proxy.mtls import AllowList, peer_identity
 from proxy.policy import CallNext, Exchange, Response
 
-CALLER_HEADER = "x-gatewatch-caller"
-CALLER_ATTRIBUTE = "gatewatch.caller"
+CALLER_HEADER: Final = "x-gatewatch-caller"
+CALLER_ATTRIBUTE: Final = "gatewatch.caller"
 
 
 class InboundIdentity:

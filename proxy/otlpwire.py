@@ -12,23 +12,25 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 from functools import partial
+from typing import Final
 
 from gatewatch.wire import varint
 from proxy.memo import Memo
 from proxy.policy import AttributeValue
 from proxy.spans import FinishedSpan
 
-_DOUBLE = struct.Struct("<d")
-_FLAGS = struct.Struct("<I")
+_DOUBLE: Final = struct.Struct("<d")
+_FLAGS: Final = struct.Struct("<I")
 # start_time_unix_nano (field 7) and end_time_unix_nano (field 8), both fixed64, in one pack
-_TIMES = struct.Struct("<BQBQ")
-_HAS_IS_REMOTE = 0x100  # SpanFlags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
-_IS_REMOTE = 0x200  # SpanFlags: SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
+_TIMES: Final = struct.Struct("<BQBQ")
+_pack_times: Final = _TIMES.pack
+_HAS_IS_REMOTE: Final = 0x100  # SpanFlags: SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
+_IS_REMOTE: Final = 0x200  # SpanFlags: SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 # field 16 (flags, fixed32): every parent a proxy has came from another process (`traceparent`)
-_ROOT_FLAGS = b"\x85\x01" + _FLAGS.pack(_HAS_IS_REMOTE)
-_REMOTE_PARENT_FLAGS = b"\x85\x01" + _FLAGS.pack(_HAS_IS_REMOTE | _IS_REMOTE)
-_UNSET_STATUS = b"\x7a\x00"  # field 15 (status) present and empty: code UNSET, no message
-_ERROR_STATUS = b"\x7a\x02\x18\x02"  # field 15: code (3) = STATUS_CODE_ERROR
+_ROOT_FLAGS: Final = b"\x85\x01" + _FLAGS.pack(_HAS_IS_REMOTE)
+_REMOTE_PARENT_FLAGS: Final = b"\x85\x01" + _FLAGS.pack(_HAS_IS_REMOTE | _IS_REMOTE)
+_UNSET_STATUS: Final = b"\x7a\x00"  # field 15 (status) present and empty: code UNSET, no message
+_ERROR_STATUS: Final = b"\x7a\x02\x18\x02"  # field 15: code (3) = STATUS_CODE_ERROR
 
 
 def _field(tag: int, payload: bytes) -> bytes:
@@ -65,10 +67,10 @@ def _name_and_kind(item: tuple[str, int]) -> bytes:
 
 
 # Methods, routes, status codes, clients, agents and span names repeat on most spans.
-_NAMES = Memo(_name_and_kind, 4096)
-_SPAN_ENTRIES = Memo(partial(_key_value, b"\x4a"), 16384)  # Span.attributes = 9
-_RESOURCE_ENTRIES = Memo(partial(_key_value, b"\x0a"), 16384)  # Resource.attributes = 1
-_SPAN_PREFIXES = Memo(lambda length: b"\x12" + varint(length), 4096)  # ScopeSpans.spans = 2, by length
+_NAMES: Final = Memo(_name_and_kind, 4096)
+_SPAN_ENTRIES: Final = Memo(partial(_key_value, b"\x4a"), 16384)  # Span.attributes = 9
+_RESOURCE_ENTRIES: Final = Memo(partial(_key_value, b"\x0a"), 16384)  # Resource.attributes = 1
+_SPAN_PREFIXES: Final = Memo(lambda length: b"\x12" + varint(length), 4096)  # ScopeSpans.spans = 2, by length
 
 
 class _TextEntries:
@@ -86,8 +88,8 @@ class _TextEntries:
         return encoded
 
 
-_SPAN_TEXTS = _TextEntries(_SPAN_ENTRIES)
-_RESOURCE_TEXTS = _TextEntries(_RESOURCE_ENTRIES)
+_SPAN_TEXTS: Final = _TextEntries(_SPAN_ENTRIES)
+_RESOURCE_TEXTS: Final = _TextEntries(_RESOURCE_ENTRIES)
 
 
 def _add_attributes(parts: list[bytes], attributes: Mapping[str, object], texts: _TextEntries = _SPAN_TEXTS) -> None:
@@ -115,7 +117,7 @@ def encode_span(span: FinishedSpan) -> bytes:
         parts.append(b"\x22\x08")
         parts.append(parent.span_id.to_bytes(8, "big"))
     parts.append(_NAMES[(span.name, span.kind)])
-    parts.append(_TIMES.pack(0x39, span.start_ns, 0x41, span.end_ns))
+    parts.append(_pack_times(0x39, span.start_ns, 0x41, span.end_ns))
     _add_attributes(parts, span.attributes)
     parts.append(_ERROR_STATUS if span.error else _UNSET_STATUS)
     parts.append(_ROOT_FLAGS if parent is None else _REMOTE_PARENT_FLAGS)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Protocol
+from typing import Final, Protocol
+
+_monotonic: Final = time.monotonic
 
 
 class TatTable(Protocol):
@@ -58,9 +60,9 @@ def gcra_step(stored_tat: float | None, now: float, interval: float, tolerance: 
     return now >= tat + interval - tolerance, tat
 
 
-LEASE_MAX_UNITS = 64
-LEASE_BURST_SHARE = 16  # a lease takes at most 1/16 of the burst
-LEASE_S = 0.05  # a lease's units not used within this are given up
+LEASE_MAX_UNITS: Final = 64
+LEASE_BURST_SHARE: Final = 16  # a lease takes at most 1/16 of the burst
+LEASE_S: Final = 0.05  # a lease's units not used within this are given up
 
 
 class Gcra:
@@ -94,7 +96,7 @@ class Gcra:
 
     def check(self, key: str, now: float | None = None) -> Verdict:
         """Take one unit for `key` if allowed; never blocks."""
-        now = time.monotonic() if now is None else now
+        now = _monotonic() if now is None else now
         if self._shared is not None:
             if self.lease_units > 1:
                 verdict = self._from_lease(key, now)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Final
 
 from proxy.bodies import BodyTooLarge
 from proxy.circuit import open_response
@@ -19,7 +20,7 @@ from proxy.policy import CallNext, Exchange, Response, UpstreamConnectError, Ups
 from proxy.retry import backoff_s
 from proxy.sidecar_registry import Upstream
 
-RESEND_ATTRIBUTE = "http.request.resend_count"
+RESEND_ATTRIBUTE: Final = "http.request.resend_count"
 
 
 class RetryPolicy:

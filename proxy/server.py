@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar, Final, cast
 
 import httptools
 
@@ -41,9 +41,10 @@ from proxy.policy import (
 
 log = logging.getLogger(__name__)
 
-_BODY_HIGH_WATER = 256 * 1024
-_REASONS = {status.value: status.phrase for status in HTTPStatus}
-_STATUS_LINES = {status: f"HTTP/1.1 {status} {phrase}\r\n" for status, phrase in _REASONS.items()}
+_BODY_HIGH_WATER: Final = 256 * 1024
+_wall_clock: Final = time.time
+_REASONS: Final = {status.value: status.phrase for status in HTTPStatus}
+_STATUS_LINES: Final = {status: f"HTTP/1.1 {status} {phrase}\r\n" for status, phrase in _REASONS.items()}
 
 
 def _status_line(status: int, reason: str = "", unknown: str = "Unknown") -> str:
@@ -111,8 +112,8 @@ def raise_open_files_limit() -> int:
     return hard
 
 
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_DAYS: Final = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS: Final = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def http_date(seconds: float) -> str:
@@ -131,7 +132,7 @@ class _Clock:
 
     @classmethod
     def date_line(cls) -> str:
-        now = int(time.time())
+        now = int(_wall_clock())
         if now != cls.second:
             cls.second = now
             cls.line = f"date: {http_date(now)}\r\n"

@@ -16,11 +16,12 @@ import mmap
 import os
 import struct
 import tempfile
+from typing import Final
 
 from proxy.ratelimit import gcra_step
 
-_SLOT = struct.Struct("<qd")  # key hash, TAT (monotonic seconds: one clock for all processes)
-PROBE = 8  # slots per probe window
+_SLOT: Final = struct.Struct("<qd")  # key hash, TAT (monotonic seconds: one clock for all processes)
+PROBE: Final = 8  # slots per probe window
 
 
 class SharedTatTable:

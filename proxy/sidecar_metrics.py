@@ -9,6 +9,7 @@ breaker rejections per callee; each edge's breaker state is a gauge read at scra
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -20,7 +21,7 @@ from proxy.policy import CallNext, Exchange, Response
 from proxy.retrying import RESEND_ATTRIBUTE
 from proxy.sidecar_registry import Upstream
 
-STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+STATE_VALUE: Final = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
 class SidecarMetrics(CounterCache):

@@ -9,11 +9,13 @@ recorded (`gatewatch.breaker.state`, `http.request.resend_count`).
 
 from __future__ import annotations
 
+from typing import Final
+
 from proxy.policy import AttributeValue, CallNext, Exchange, Response
 from proxy.sidecar_registry import Upstream
 from proxy.spans import CLIENT, Started, Tracer
 
-INSTRUMENTATION = "gatewatch.sidecar"
+INSTRUMENTATION: Final = "gatewatch.sidecar"
 
 
 class ClientSpan:

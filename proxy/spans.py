@@ -28,21 +28,22 @@ from proxy.policy import AttributeValue, Headers
 log = logging.getLogger(__name__)
 
 # OTLP `Span.SpanKind` values (the SDK's SpanKind enum is these minus one).
-SERVER = 2
-CLIENT = 3
+SERVER: Final = 2
+CLIENT: Final = 3
 
-SAMPLED = 0x01
-RANDOM_TRACE_ID = 0x02  # W3C Trace Context level 2: the trace id's right 56 bits are random
+SAMPLED: Final = 0x01
+RANDOM_TRACE_ID: Final = 0x02  # W3C Trace Context level 2: the trace id's right 56 bits are random
 
-_TRACEPARENT = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*")
+_TRACEPARENT: Final = re.compile(r"[ \t]*([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?[ \t]*")
 # A tracestate list member (W3C Trace Context: simple or multi-tenant key, printable value).
-_MEMBER = re.compile(
+_MEMBER: Final = re.compile(
     r"[ \t]*((?:[a-z][_0-9a-z*/-]{0,255})|(?:[a-z0-9][_0-9a-z*/-]{0,240}@[a-z][_0-9a-z*/-]{0,13}))"
     r"=([\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e])[ \t]*"
 )
-_MAX_TRACESTATE_MEMBERS = 32
-_LOW_64 = (1 << 64) - 1
-_random_bits: Final = random.getrandbits  # Final: compiled, a static rather than two lookups a call
+_MAX_TRACESTATE_MEMBERS: Final = 32
+_LOW_64: Final = (1 << 64) - 1
+_random_bits: Final = random.getrandbits
+_wall_clock_ns: Final = time.time_ns
 
 
 class Parent(NamedTuple):
@@ -127,7 +128,7 @@ def parse_parent(headers: Headers) -> Parent | None:
 
 
 # `-ff` for each flags byte: formatting ints with `:032x` took ~1 us a span, a third of its start.
-_FLAG_SUFFIXES = tuple(f"-{flags:02x}" for flags in range(256))
+_FLAG_SUFFIXES: Final = tuple(f"-{flags:02x}" for flags in range(256))
 
 
 def traceparent(trace_id: int, span_id: int, flags: int) -> str:
@@ -211,7 +212,7 @@ class Tracer:
 
     def start(self, headers: Headers) -> Started | None:
         """Make a new span the parent the next hop sees; None when it is not recorded (not sampled)."""
-        start_ns = time.time_ns()
+        start_ns = _wall_clock_ns()
         parent = parse_parent(headers)
         trace_id = parent.trace_id if parent is not None else _nonzero_bits(128)
         sampled = self.sampler.should_sample(parent, trace_id)
@@ -225,7 +226,7 @@ class Tracer:
             error: bool) -> None:
         """Hand the finished span to the processor."""
         self.processor.on_end(FinishedSpan(
-            name, kind, started.trace_id, started.span_id, started.parent, started.start_ns, time.time_ns(),
+            name, kind, started.trace_id, started.span_id, started.parent, started.start_ns, _wall_clock_ns(),
             attributes, error,
         ))
 

@@ -4,6 +4,7 @@ over OTLP/HTTP by `proxy.otlpexport`."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 from proxy.headers import HOST_NAMES
 from proxy.otlpexport import WireOTLPSpanExporter
@@ -24,10 +25,10 @@ from proxy.spans import (
 # loop), so a batch only needs joining: the export thread holds the GIL for ~0.1 ms a batch, where
 # encoding 512 spans there held it ~4 ms and set the p99. Fewer, larger requests cost the proxy
 # and the collector less per span (README Proxy performance has the 32 vs 512 A/B).
-PROXY_EXPORT_BATCH = 512
+PROXY_EXPORT_BATCH: Final = 512
 # Partial batches go out after this (OTEL_BSP_SCHEDULE_DELAY overrides it): the detectors act on
 # these spans within seconds, so the SDK's 5 s default would hold a quiet proxy's spans too long.
-PROXY_EXPORT_DELAY_S = 0.2
+PROXY_EXPORT_DELAY_S: Final = 0.2
 
 
 def make_tracer(

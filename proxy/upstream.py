@@ -34,7 +34,8 @@ from proxy.policy import (
 )
 
 # Read-side flow control: pause the upstream socket while this much body is queued unread.
-_HIGH_WATER = 256 * 1024
+_HIGH_WATER: Final = 256 * 1024
+_monotonic: Final = time.monotonic
 
 
 class Endpoint:
@@ -91,7 +92,7 @@ class Cluster:
     def pick(self) -> Endpoint:
         """Next healthy endpoint in round-robin order; if all are ejected, the next one anyway."""
         count = len(self.endpoints)
-        now = time.monotonic()
+        now = _monotonic()
         for _ in range(count):
             i = self._next
             self._next = (i + 1) % count
@@ -111,13 +112,13 @@ class Cluster:
             return
         self._failures[i] += 1
         if self._failures[i] >= self.max_failures:
-            self._ejected_until[i] = time.monotonic() + self.eject_s
+            self._ejected_until[i] = _monotonic() + self.eject_s
             self._failures[i] = 0
 
     def healthy(self, endpoint: Endpoint) -> bool:
         """False while the endpoint is ejected."""
         i = self._index.get(endpoint)
-        return i is None or self._ejected_until[i] <= time.monotonic()
+        return i is None or self._ejected_until[i] <= _monotonic()
 
 
 class _UpstreamProtocol(WriteFlow):
@@ -270,7 +271,7 @@ class _UpstreamProtocol(WriteFlow):
                 self.waiter = None
 
 
-_TIMEOUT_ERRORS: dict[float, Callable[[], BaseException]] = {}
+_TIMEOUT_ERRORS: Final[dict[float, Callable[[], BaseException]]] = {}
 
 
 def _timeout_error(timeout_s: float) -> Callable[[], BaseException]:
