@@ -206,10 +206,6 @@ class HttpServerProtocol(WriteFlow):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
-        # Bound once: compiled, each call is then a plain call rather than a method lookup by name.
-        self.feed_data: Callable[[bytes], None] = self.parser.feed_data
-        self.should_keep_alive: Callable[[], bool] = self.parser.should_keep_alive
-        self.parsed_method: Callable[[], bytes] = self.parser.get_method
         self.client = ("", 0)
         self.peer_cert: dict[str, object] | None = None
         self.scheme = "https" if server.ssl else "http"
@@ -298,7 +294,7 @@ class HttpServerProtocol(WriteFlow):
         if self.in_head:
             self.head_bytes += len(data)
         try:
-            self.feed_data(data)
+            self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # the request was dispatched; protocol upgrades are not proxied
         except httptools.HttpParserError as exc:
@@ -332,7 +328,7 @@ class HttpServerProtocol(WriteFlow):
         if self.head_size > self.limits.max_header_bytes:
             self._reject(431, "header_too_large", "request headers too large")
             return
-        keep_alive = self.should_keep_alive()
+        keep_alive = self.parser.should_keep_alive()
         request = self._build_request(keep_alive)
         if request is None:
             return
@@ -377,7 +373,7 @@ class HttpServerProtocol(WriteFlow):
         # llhttp keeps a connection open without a `Connection` field only for HTTP/1.1, so the
         # usual request needs no `get_http_version` (it formats a new string: ~0.3 us a request).
         version = "1.1" if keep_alive and "connection" not in headers else self.parser.get_http_version()
-        return Request(METHODS[self.parsed_method()], path, query, headers, self.body, version, content_length)
+        return Request(METHODS[self.parser.get_method()], path, query, headers, self.body, version, content_length)
 
     def _dispatch(self) -> None:
         """Handle the pending requests in order while each is answered at once; then wait."""

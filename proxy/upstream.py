@@ -132,10 +132,6 @@ class _UpstreamProtocol(WriteFlow):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.parser = httptools.HttpResponseParser(self)
-        # Bound once: compiled, each call is then a plain call rather than a method lookup by name.
-        self.feed_data: Callable[[bytes], None] = self.parser.feed_data
-        self.should_keep_alive: Callable[[], bool] = self.parser.should_keep_alive
-        self.status_code: Callable[[], int] = self.parser.get_status_code
         self.headers_future: asyncio.Future[None] | None = None
         self.status = 0
         self.raw_headers: list[tuple[str, str]] = []
@@ -160,7 +156,7 @@ class _UpstreamProtocol(WriteFlow):
 
     def data_received(self, data: bytes) -> None:
         try:
-            self.feed_data(data)
+            self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamConnectError("upstream switched protocols; not supported"))
         except httptools.HttpParserError as exc:
@@ -191,12 +187,12 @@ class _UpstreamProtocol(WriteFlow):
         self.raw_headers.append((FIELD_NAMES[name], value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
-        status = self.status_code()
+        status = self.parser.get_status_code()
         if status < 200:  # interim response (100 Continue): wait for the final one
             self.raw_headers = []
             return
         self.status = status
-        self.keep_alive = self.should_keep_alive()
+        self.keep_alive = self.parser.should_keep_alive()
         future = self.headers_future
         if future is not None and not future.done():
             future.set_result(None)
