@@ -1,7 +1,7 @@
 """Message bodies as async iterators of chunks: empty, replayed, size-limited, and an upstream
 response read off its pooled connection.
 
-These are async generators, which mypyc does not compile: they live here, outside
+Most are async generators, which mypyc does not compile: they live here, outside
 `proxy.compiled.COMPILED_MODULES`, and the compiled modules call them.
 """
 
@@ -50,16 +50,48 @@ async def limit_body(body: Body, limit: int) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def upstream_body(pool: ConnectionPool, conn: _UpstreamProtocol, wait_s: float | None) -> AsyncIterator[bytes]:
-    """An upstream response's body; the connection goes back to `pool` once it was read to the end."""
-    done = False
-    try:
-        while True:
-            chunk = await conn.next_chunk(wait_s)
-            if chunk is None:
-                done = True
-                return
-            yield chunk
-    finally:
-        # An abandoned body (client gone, error) leaves the connection mid-message: close it.
-        pool.release(conn) if done else pool.discard(conn)
+class UpstreamBody:
+    """An upstream response's body read off its pooled connection: the connection goes back to the
+    pool once the body was read to the end, and is closed when the body is closed before that.
+
+    A class rather than an async generator: closing a generator that never started skips its
+    `finally`, so a streamed answer nobody began to read (a retry's dropped try, an answer whose
+    policy gave up) kept its connection until the upstream closed it.
+    """
+
+    def __init__(self, pool: ConnectionPool, conn: _UpstreamProtocol, wait_s: float | None) -> None:
+        self._pool = pool
+        self._conn: _UpstreamProtocol | None = conn
+        self._wait_s = wait_s
+
+    def __aiter__(self) -> UpstreamBody:
+        return self
+
+    async def __anext__(self) -> bytes:
+        conn = self._conn
+        if conn is None:
+            raise StopAsyncIteration
+        try:
+            chunk = await conn.next_chunk(self._wait_s)
+        except BaseException:
+            await self.aclose()  # mid-message: the connection cannot carry another request
+            raise
+        if chunk is None:
+            self._conn = None
+            self._pool.release(conn)
+            raise StopAsyncIteration
+        return chunk
+
+    async def aclose(self) -> None:
+        """Give up the rest of the body: its connection, left mid-message, is closed."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.discard(conn)
+
+
+async def close_body(body: Body | bytes) -> None:
+    """Close a streamed body that will not be read (to its end): an upstream's gives up its connection."""
+    if not isinstance(body, bytes):
+        closer = getattr(body, "aclose", None)
+        if closer is not None:
+            await closer()

@@ -14,7 +14,7 @@ import asyncio
 import random
 from typing import Final
 
-from proxy.bodies import BodyTooLarge
+from proxy.bodies import BodyTooLarge, close_body
 from proxy.circuit import open_response
 from proxy.policy import CallNext, Exchange, Response, UpstreamConnectError, UpstreamTimeout
 from proxy.retry import backoff_s
@@ -83,7 +83,7 @@ class RetryPolicy:
                 exchange.set_attribute("gatewatch.retry.budget_exhausted", True)
                 return _finish(response, error)
             if response is not None:
-                await _discard(response)
+                await close_body(response.body)  # a failed try's streamed body: closes its connection
             attempt += 1
             exchange.set_attribute(RESEND_ATTRIBUTE, attempt)
             await asyncio.sleep(wait)
@@ -114,11 +114,3 @@ def _finish(response: Response | None, error: UpstreamConnectError | UpstreamTim
     assert error is not None
     raise error
 
-
-async def _discard(response: Response) -> None:
-    """Drop a failed try's streamed body (closing it returns or closes its connection)."""
-    body = response.body
-    if not isinstance(body, bytes):
-        closer = getattr(body, "aclose", None)
-        if closer is not None:
-            await closer()

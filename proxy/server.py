@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Final, cast
 
 import httptools
 
-from proxy.bodies import Body, BodyTooLarge
+from proxy.bodies import Body, BodyTooLarge, close_body
 from proxy.flow import WriteBatch, WriteFlow
 from proxy.headers import FIELD_NAMES, METHODS, message_head
 from proxy.policy import (
@@ -577,9 +577,7 @@ class HttpServerProtocol(WriteFlow):
                 self.transport.abort()
             return False
         finally:
-            closer = getattr(iterator, "aclose", None)
-            if closer is not None:
-                await closer()
+            await close_body(iterator)
         return keep_alive
 
     def _write(self, data: bytes | bytearray) -> None:

@@ -18,7 +18,7 @@ from typing import Final, cast
 
 import httptools
 
-from proxy.bodies import upstream_body
+from proxy.bodies import UpstreamBody, close_body
 from proxy.deadlines import Deadlines
 from proxy.flow import WriteBatch, WriteFlow
 from proxy.headers import FIELD_NAMES, message_head, response_headers_from_upstream, upstream_request_headers
@@ -520,7 +520,7 @@ class UpstreamCaller:
             self.pool.release(conn)
             return Response(conn.status, response_headers, body)
         return Response(
-            conn.status, response_headers, upstream_body(self.pool, conn, wait_s), content_length=content_length,
+            conn.status, response_headers, UpstreamBody(self.pool, conn, wait_s), content_length=content_length,
         )
 
     async def _write_body(self, conn: _UpstreamProtocol, request: Request, buffer: bytearray) -> None:
@@ -627,6 +627,9 @@ class _Call:
             return
         except Exception as failure:  # handed to the request's handler, which answers it
             self.pending.fail(failure)
+            return
+        if self.pending.abandoned():  # nobody will read it: a streamed body would hold its connection
+            await close_body(response.body)
             return
         self.pending.resolve(response)
 

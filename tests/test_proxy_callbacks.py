@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from proxy.policy import CallNext, Exchange, Response, answered, build_chain
+from proxy.bodies import close_body
+from proxy.policy import CallNext, Exchange, Headers, Request, Response, answered, build_chain
 from proxy.server import HttpServer
 from proxy.upstream import Cluster, Endpoint, UpstreamCaller
 
@@ -252,3 +253,88 @@ def test_an_answer_its_awaiting_policy_gave_up_on_does_not_keep_its_connection()
     assert warm == [b"HTTP/1.1 200 OK"]
     assert gave_up == [b"HTTP/1.1 503 Service Unavailable"]
     assert (during, after) == (1, 0)
+
+
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n"
+
+
+class StreamingUpstream(Upstream):
+    """Answers with a chunked body it never finishes (a long stream), after `delay_s`; with
+    `drop_next` the first request's connection is closed unanswered instead."""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            if self.drop_next:
+                self.drop_next = False
+                return
+            await asyncio.sleep(self.delay_s)
+            writer.write(STREAM_HEAD)
+            await reader.read()  # until the proxy closes its end
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.closed.append(0)
+            writer.close()
+
+
+def test_an_unread_streamed_body_closes_its_connection() -> None:
+    """A streamed response nobody reads (a retry policy dropping a failed try) closes its upstream
+    connection when the body is closed, even though it was never started."""
+
+    async def scenario() -> tuple[int, int, list[int]]:
+        upstream = StreamingUpstream()
+        await upstream.start()
+        caller = UpstreamCaller()
+        exchange = Exchange(Request("GET", "/", "", Headers([("host", "t")])), "127.0.0.1")
+        exchange.upstream = Cluster("up", [Endpoint("127.0.0.1", upstream.port)])
+        response = await caller(exchange)
+        during = caller.pool.open_connections
+        assert not isinstance(response.body, bytes), "streamed, not read whole"
+        await close_body(response.body)
+        await asyncio.sleep(0.2)
+        after = caller.pool.open_connections
+        closed = list(upstream.closed)
+        await upstream.stop()
+        return during, after, closed
+
+    during, after, closed = asyncio.run(scenario())
+    assert (during, after) == (1, 0)
+    assert closed == [0], "the upstream saw its connection closed"
+
+
+def test_a_retried_streamed_answer_its_awaiting_policy_gave_up_on_closes_its_connection() -> None:
+    """The callback path's one retry (the pooled connection was closed under it) runs as a task of
+    its own; when the policy awaiting it has given up by the time a streamed answer arrives, that
+    connection is closed at once, not left to the upstream's idle close."""
+
+    async def impatient(exchange: Exchange, call_next: CallNext) -> Response:
+        try:
+            return await asyncio.wait_for(call_next(exchange), 0.05)
+        except TimeoutError:
+            return Response.json(503, {"error": "impatient"})
+
+    async def scenario() -> tuple[list[bytes], int, int]:
+        upstream = StreamingUpstream()
+        await upstream.start()
+        caller = UpstreamCaller()
+        server = await gateway(upstream, policies=(impatient,), caller=caller)
+        # A pooled connection for the callback path: one streamed answer read to the end is not
+        # possible here, so pool one by hand.
+        conn = await caller.pool.connect(Endpoint("127.0.0.1", upstream.port), 1.0)
+        conn.keep_alive, conn.complete = True, True
+        caller.pool.release(conn)
+        upstream.drop_next, upstream.delay_s = True, 0.2
+        gave_up = await get(server.port)
+        await asyncio.sleep(0.5)  # the retry's streamed answer arrives meanwhile
+        after = caller.pool.open_connections
+        await server.stop(1.0)
+        await upstream.stop()
+        return gave_up, upstream.connections, after
+
+    gave_up, connections, after = asyncio.run(scenario())
+    assert gave_up == [b"HTTP/1.1 503 Service Unavailable"]
+    assert connections == 2, "the request was retried on a new connection"
+    assert after == 0
