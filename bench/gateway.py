@@ -12,6 +12,11 @@ sent on one fixed-rate schedule shared by all connections (wrk's Lua `delay`, as
 comparison with earlier reports, 8 connections each waiting a fixed delay, which keeps them in phase
 so requests arrive in bursts of 8. nginx's own added latency on the paced schedule is printed as the
 reference for what one proxy hop costs on the machine.
+Before the paced runs each target serves the paced run's connection count in a 2 s closed-loop run
+that is not measured. The max-rate phase uses 32 connections, so without it a proxy's
+first paced run grew its upstream pool from 32 to ~170 connections at the first stall, each new one
+~35 us of the gateway's CPU (mostly the kernel's connect over loopback; README, session 15), and
+that round's p99 measured the pool's growth rather than the steady state.
 The max-rate and paced runs are repeated in ROUNDS rounds (GATEWAY_BENCH_ROUNDS, default 3; the
 order reverses each round): the table shows each figure's median over the rounds, and each verdict
 pairs a run with its baseline of the same round (gateway with nginx, gateway with direct) and takes
@@ -131,6 +136,12 @@ def wrk(url: str, connections: int, headers: list[str], script: Path | None = No
     return wrk_run.run(url, connections, DURATION_S, headers, script)
 
 
+def warm_up(url: str, connections: int, headers: list[str]) -> None:
+    """An unmeasured 2 s closed-loop run with `connections`: the proxy's upstream pool grows to that
+    many, as it would in the first seconds of any steady load (the module docstring says why)."""
+    wrk_run.run(url, connections, 2, headers)
+
+
 def measured(url: str, headers: list[str], pids: list[int], connections: int = CONNECTIONS,
              script: Path | None = None) -> dict[str, float]:
     """One wrk run (closed loop at max rate, or paced by `script`), plus the CPU the serving
@@ -205,6 +216,8 @@ def main() -> int:
         rate = peak["gatewatch"]["rps"] / 2
         schedule, scheduled_conns = scheduled_script(prefix, rate), scheduled_connections(rate)
         single = {name: target for name, target in targets.items() if name != multi_name}
+        for url, headers in single.values():
+            warm_up(url, scheduled_conns, headers)
         paced, paced_rounds = in_rounds(list(single), lambda name: measured(*single[name], serving[name],
                                                                               scheduled_conns, schedule))
         in_phase = paced_script(prefix, rate, PACED_CONNECTIONS)
@@ -213,6 +226,7 @@ def main() -> int:
         if multi is not None:  # the same at half of the multi-worker gateway's own max, against direct
             multi_rate = peak[multi_name]["rps"] / 2
             schedule, conns = scheduled_script(prefix, multi_rate), scheduled_connections(multi_rate)
+            warm_up(targets[multi_name][0], conns, targets[multi_name][1])
             multi_paced = {name: wrk(targets[name][0], conns, targets[name][1], schedule)
                            for name in ("direct", multi_name)}
         time.sleep(SPAN_DRAIN_S)  # the last partial export batches

@@ -224,15 +224,17 @@ def test_a_request_pipelined_before_garbage_is_answered_before_the_400() -> None
     assert received.index(b"200 OK") < received.index(b"400 Bad Request")
 
 
+async def impatient(exchange: Exchange, call_next: CallNext) -> Response:
+    """An `async def` policy that stops waiting for the upstream after 0.05 s (503)."""
+    try:
+        return await asyncio.wait_for(call_next(exchange), 0.05)
+    except TimeoutError:
+        return Response.json(503, {"error": "impatient"})
+
+
 def test_an_answer_its_awaiting_policy_gave_up_on_does_not_keep_its_connection() -> None:
     """An `async def` policy awaits the callback path's Pending; when it stops waiting (cancelled),
     the connection whose answer nobody will read is closed, not left open or pooled."""
-
-    async def impatient(exchange: Exchange, call_next: CallNext) -> Response:
-        try:
-            return await asyncio.wait_for(call_next(exchange), 0.05)
-        except TimeoutError:
-            return Response.json(503, {"error": "impatient"})
 
     async def scenario() -> tuple[list[bytes], list[bytes], int, int]:
         upstream = Upstream()
@@ -310,19 +312,13 @@ def test_a_retried_streamed_answer_its_awaiting_policy_gave_up_on_closes_its_con
     its own; when the policy awaiting it has given up by the time a streamed answer arrives, that
     connection is closed at once, not left to the upstream's idle close."""
 
-    async def impatient(exchange: Exchange, call_next: CallNext) -> Response:
-        try:
-            return await asyncio.wait_for(call_next(exchange), 0.05)
-        except TimeoutError:
-            return Response.json(503, {"error": "impatient"})
-
     async def scenario() -> tuple[list[bytes], int, int]:
         upstream = StreamingUpstream()
         await upstream.start()
         caller = UpstreamCaller()
         server = await gateway(upstream, policies=(impatient,), caller=caller)
-        # A pooled connection for the callback path: one streamed answer read to the end is not
-        # possible here, so pool one by hand.
+        # The callback path needs a pooled connection, and this upstream's answers never end, so
+        # none comes back to the pool by itself: pool a fresh one by hand.
         conn = await caller.pool.connect(Endpoint("127.0.0.1", upstream.port), 1.0)
         conn.keep_alive, conn.complete = True, True
         caller.pool.release(conn)
