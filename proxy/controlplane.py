@@ -20,7 +20,7 @@ from gatewatch.decisionwire import (
     parse_wire_decision,
     parse_wire_snapshot,
 )
-from proxy.bodies import BodyTooLarge, limit_body
+from proxy.bodies import BodyTooLarge, close_body, limit_body
 from proxy.decisionstore import DecisionStore
 from proxy.policy import Exchange, Headers, ProxyError, Request
 from proxy.upstream import Cluster, Endpoint, UpstreamCaller
@@ -117,6 +117,8 @@ async def _read(body: bytes | AsyncIterable[bytes]) -> bytes:
         return b"".join([chunk async for chunk in limit_body(body, MAX_SNAPSHOT_BYTES)])
     except BodyTooLarge:
         raise ValueError(f"control plane answer over {MAX_SNAPSHOT_BYTES} bytes") from None
+    finally:
+        await close_body(body)  # refused mid-body: its connection is closed, not left half-read
 
 
 def parse_decisions_file(data: bytes) -> tuple[list[WireDecision], int | None]:

@@ -2,13 +2,17 @@
 the connections' callbacks, with no task (proxy.upstream.UpstreamCaller, proxy.server). These check
 what the awaiting path did and the callback path must keep doing: retry a pooled connection the
 upstream closed, time out, drain on stop, answer pipelined requests in order, survive a failing
-policy. Real sockets on 127.0.0.1, one event loop per test."""
+policy. And a streamed answer nobody reads to its end closes its upstream connection, on either
+path. Real sockets on 127.0.0.1, one event loop per test."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import pytest
+
+from proxy import controlplane
 from proxy.bodies import close_body
 from proxy.policy import CallNext, Exchange, Headers, Request, Response, answered, build_chain
 from proxy.server import HttpServer
@@ -305,6 +309,27 @@ def test_an_unread_streamed_body_closes_its_connection() -> None:
     during, after, closed = asyncio.run(scenario())
     assert (during, after) == (1, 0)
     assert closed == [0], "the upstream saw its connection closed"
+
+
+def test_a_control_plane_answer_refused_for_its_size_closes_its_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decisions client stops reading an answer over its size limit: it closes the body (and
+    with it the connection) rather than leave it half read."""
+    closed: list[bool] = []
+
+    class Endless:
+        def __aiter__(self) -> Endless:
+            return self
+
+        async def __anext__(self) -> bytes:
+            return b"x" * 1024
+
+        async def aclose(self) -> None:
+            closed.append(True)
+
+    monkeypatch.setattr(controlplane, "MAX_SNAPSHOT_BYTES", 4096)
+    with pytest.raises(ValueError, match="over 4096 bytes"):
+        asyncio.run(controlplane._read(Endless()))
+    assert closed == [True]
 
 
 def test_a_retried_streamed_answer_its_awaiting_policy_gave_up_on_closes_its_connection() -> None:
