@@ -15,7 +15,7 @@ reference for what one proxy hop costs on the machine.
 Before the paced runs each target serves the paced run's connection count in a 2 s closed-loop run
 that is not measured. The max-rate phase uses 32 connections, so without it a proxy's
 first paced run grew its upstream pool from 32 to ~170 connections at the first stall, each new one
-~35 us of the gateway's CPU (mostly the kernel's connect over loopback; README, session 15), and
+34-46 us of the gateway's CPU (mostly the kernel's connect over loopback; README, session 15), and
 that round's p99 measured the pool's growth rather than the steady state.
 The max-rate and paced runs are repeated in ROUNDS rounds (GATEWAY_BENCH_ROUNDS, default 3; the
 order reverses each round): the table shows each figure's median over the rounds, and each verdict
