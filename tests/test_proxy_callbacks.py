@@ -261,12 +261,20 @@ def test_an_answer_its_awaiting_policy_gave_up_on_does_not_keep_its_connection()
     assert (during, after) == (1, 0)
 
 
+async def settled(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
+    """Wait until `condition()` is true, at most `timeout_s` (the assertions then say what was not)."""
+    for _ in range(int(timeout_s / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+
+
 STREAM_HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n"
 
 
 class StreamingUpstream(Upstream):
     """Answers with a chunked body it never finishes (a long stream), after `delay_s`; with
-    `drop_next` the first request's connection is closed unanswered instead."""
+    `drop_next` the next request's connection is closed unanswered instead."""
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -300,8 +308,8 @@ def test_an_unread_streamed_body_closes_its_connection() -> None:
         during = caller.pool.open_connections
         assert not isinstance(response.body, bytes), "streamed, not read whole"
         await close_body(response.body)
-        await asyncio.sleep(0.2)
         after = caller.pool.open_connections
+        await settled(lambda: upstream.closed)
         closed = list(upstream.closed)
         await upstream.stop()
         return during, after, closed
@@ -349,7 +357,7 @@ def test_a_retried_streamed_answer_its_awaiting_policy_gave_up_on_closes_its_con
         caller.pool.release(conn)
         upstream.drop_next, upstream.delay_s = True, 0.2
         gave_up = await get(server.port)
-        await asyncio.sleep(0.5)  # the retry's streamed answer arrives meanwhile
+        await settled(lambda: caller.pool.open_connections == 0)  # the retry's answer arrives meanwhile
         after = caller.pool.open_connections
         await server.stop(1.0)
         await upstream.stop()

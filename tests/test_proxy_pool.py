@@ -9,24 +9,15 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Callable
 
 from proxy.upstream import ConnectionPool, UpstreamCaller
-from tests.test_proxy_callbacks import Upstream, gateway, get
+from tests.test_proxy_callbacks import Upstream, gateway, get, settled
 
 
 async def _burst(port: int, requests: int) -> list[bytes]:
     """`requests` GETs at once, each on its own client connection; their status lines."""
     answers = await asyncio.gather(*(get(port) for _ in range(requests)))
     return [status for statuses in answers for status in statuses]
-
-
-async def _until(condition: Callable[[], object], timeout_s: float = 10.0) -> None:
-    """Wait until `condition()` is true, at most `timeout_s` (the assertions then say what was not)."""
-    for _ in range(int(timeout_s / 0.02)):
-        if condition():
-            return
-        await asyncio.sleep(0.02)
 
 
 def test_a_burst_keeps_up_to_max_idle_connections_for_the_next_one() -> None:
@@ -36,7 +27,7 @@ def test_a_burst_keeps_up_to_max_idle_connections_for_the_next_one() -> None:
         caller = UpstreamCaller(ConnectionPool(max_idle_per_endpoint=3))
         server = await gateway(upstream, caller=caller)
         answers = await _burst(server.port, 5)
-        await _until(lambda: len(upstream.closed) == 2)
+        await settled(lambda: len(upstream.closed) == 2)
         kept, opened = caller.pool.open_connections, upstream.connections
         answers += await _burst(server.port, 3)  # served by the kept connections
         reopened = upstream.connections - opened
@@ -57,7 +48,7 @@ def test_an_idle_connection_is_closed_after_the_idle_timeout() -> None:
         server = await gateway(upstream, caller=caller)
         answers = await get(server.port)
         pooled = caller.pool.open_connections
-        await _until(lambda: upstream.closed)
+        await settled(lambda: upstream.closed)
         left = caller.pool.open_connections
         answers += await get(server.port)  # a new connection: the pool works on after a close
         await server.stop(1.0)
@@ -78,7 +69,7 @@ def test_the_longest_idle_connection_is_closed_first() -> None:
         server = await gateway(upstream, caller=caller)
         await _burst(server.port, 2)  # two connections, idle from now on
         await get(server.port)  # one of them answers a second request: idle since later
-        await _until(lambda: len(upstream.closed) == 2)
+        await settled(lambda: len(upstream.closed) == 2)
         await server.stop(1.0)
         await upstream.stop()
         return upstream.closed
@@ -96,7 +87,7 @@ def test_lower_limits_close_the_excess_idle_connections_at_once() -> None:
         before = caller.pool.open_connections
         caller.pool.configure(max_idle_per_endpoint=1, idle_timeout_s=60)
         after = caller.pool.open_connections
-        await _until(lambda: len(upstream.closed) == 2)
+        await settled(lambda: len(upstream.closed) == 2)
         await server.stop(1.0)
         await upstream.stop()
         return before, after, upstream.closed
