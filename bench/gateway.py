@@ -12,7 +12,7 @@ sent on one fixed-rate schedule shared by all connections (wrk's Lua `delay`, as
 comparison with earlier reports, 8 connections each waiting a fixed delay, which keeps them in phase
 so requests arrive in bursts of 8. nginx's own added latency on the paced schedule is printed as the
 reference for what one proxy hop costs on the machine.
-Before the paced runs each target serves the paced run's connection count in a 2 s closed-loop run
+Before the paced runs each proxy serves the paced run's connection count in a 2 s closed-loop run
 that is not measured. The max-rate phase uses 32 connections, so without it a proxy's
 first paced run grew its upstream pool from 32 to ~170 connections at the first stall, each new one
 34-46 us of the gateway's CPU (mostly the kernel's connect over loopback; README, session 15), and
@@ -216,8 +216,8 @@ def main() -> int:
         rate = peak["gatewatch"]["rps"] / 2
         schedule, scheduled_conns = scheduled_script(prefix, rate), scheduled_connections(rate)
         single = {name: target for name, target in targets.items() if name != multi_name}
-        for url, headers in single.values():
-            warm_up(url, scheduled_conns, headers)
+        for name in ("nginx", "gatewatch"):  # the proxies: direct has no upstream pool to grow
+            warm_up(targets[name][0], scheduled_conns, targets[name][1])
         paced, paced_rounds = in_rounds(list(single), lambda name: measured(*single[name], serving[name],
                                                                               scheduled_conns, schedule))
         in_phase = paced_script(prefix, rate, PACED_CONNECTIONS)
