@@ -12,6 +12,9 @@ sent on one fixed-rate schedule shared by all connections (wrk's Lua `delay`, as
 comparison with earlier reports, 8 connections each waiting a fixed delay, which keeps them in phase
 so requests arrive in bursts of 8. nginx's own added latency on the paced schedule is printed as the
 reference for what one proxy hop costs on the machine.
+For reference, nginx is also paced at half of its own max, against direct at that rate: the p99
+target at the same load for a C proxy (on this 2-vCPU machine it missed it worse than the gateway:
+README, session 16).
 Before the paced runs each proxy serves the paced run's connection count in a 2 s closed-loop run
 that is not measured. The max-rate phase uses 32 connections, so without it a proxy's
 first paced run grew its upstream pool from 32 to ~170 connections at the first stall, each new one
@@ -220,6 +223,12 @@ def main() -> int:
             warm_up(targets[name][0], scheduled_conns, targets[name][1])
         paced, paced_rounds = in_rounds(list(single), lambda name: measured(*single[name], serving[name],
                                                                               scheduled_conns, schedule))
+        # nginx at half of its own max: what the p99 target means for a C proxy loaded as the gateway is
+        nginx_rate = peak["nginx"]["rps"] / 2
+        nginx_schedule, nginx_conns = scheduled_script(prefix, nginx_rate), scheduled_connections(nginx_rate)
+        warm_up(targets["nginx"][0], nginx_conns, [])
+        _, own_half_rounds = in_rounds(["direct", "nginx"], lambda name: measured(
+            *targets[name], serving[name], nginx_conns, nginx_schedule))
         in_phase = paced_script(prefix, rate, PACED_CONNECTIONS)
         bursts = {name: wrk(url, PACED_CONNECTIONS, headers, in_phase) for name, (url, headers) in single.items()}
         multi_paced: dict[str, dict[str, float]] = {}
@@ -247,6 +256,8 @@ def main() -> int:
     ratio, added_p50, added_p99 = map(statistics.median, (ratios, added_p50s, added_p99s))
     # nginx on the same schedule: how much of the budget one proxy hop costs on this machine at all
     nginx_p50, nginx_p99 = (statistics.median(over_direct(paced_rounds, "nginx", key)) for key in ("p50_ms", "p99_ms"))
+    own_half = {key[:3]: over_direct(own_half_rounds, "nginx", key) for key in ("p50_ms", "p99_ms")}
+    own_half_p50, own_half_p99 = (statistics.median(values) for values in own_half.values())
     burst_p50 = bursts["gatewatch"]["p50_ms"] - bursts["direct"]["p50_ms"]
     burst_p99 = bursts["gatewatch"]["p99_ms"] - bursts["direct"]["p99_ms"]
     print(f"\ngateway benchmark: wrk -t1, {DURATION_S}s per run, {os.cpu_count()} CPUs (shared); load average "
@@ -264,7 +275,7 @@ def main() -> int:
     print("CPU us/req: direct = the upstream nginx serving 'ok'; nginx = the proxy nginx's worker; "
           "gatewatch = the gateway process. Paced, a request costs more than at max rate (fewer per loop "
           "pass, caches colder after each sleep): at the paced rate the gateway was busy "
-          f"{paced['gatewatch']['cpu_us_per_request'] * rate / 1e4:.0f}% of the time, which sets how fast it "
+          f"{busy_percent(paced_rounds['gatewatch']):.0f}% of the time, which sets how fast it "
           "catches up after a stall")
     print(f"paced: {rate:.0f} rps (half of the gateway's max) on one schedule over {scheduled_conns} connections; "
           f"burst: {PACED_CONNECTIONS} connections each waiting a fixed delay (in phase, so in bursts)")
@@ -272,7 +283,12 @@ def main() -> int:
     print(f"added latency over direct at half max rate: p50 {added_p50:+.2f} ms (target <= 0.5), "
           f"p99 {added_p99:+.2f} ms (target <= 2); in bursts of {PACED_CONNECTIONS}: p50 {burst_p50:+.2f} ms, "
           f"p99 {burst_p99:+.2f} ms")
-    print(f"reference: nginx on the same schedule adds p50 {nginx_p50:+.2f} ms, p99 {nginx_p99:+.2f} ms")
+    print(f"reference: nginx on the same schedule adds p50 {nginx_p50:+.2f} ms, p99 {nginx_p99:+.2f} ms "
+          f"(busy {busy_percent(paced_rounds['nginx']):.0f}%)")
+    print(f"reference: nginx at half of its own max ({nginx_rate:.0f} rps, "
+          f"busy {busy_percent(own_half_rounds['nginx']):.0f}%) adds p50 {own_half_p50:+.2f} ms, "
+          f"p99 {own_half_p99:+.2f} ms (by round: "
+          + ", ".join(f"{p99:+.2f}" for p99 in own_half["p99"]) + ")")
     if ROUNDS > 1:
         print("by round: gateway/nginx " + ", ".join(f"{value:.1%}" for value in ratios) + "; added p50/p99 "
               + ", ".join(f"{p50:+.2f}/{p99:+.2f}" for p50, p99 in zip(added_p50s, added_p99s, strict=True)) + " ms")
@@ -295,6 +311,12 @@ def main() -> int:
         "added_latency_ms": {"p50": added_p50, "p99": added_p99},
         "added_latency_in_bursts_ms": {"p50": burst_p50, "p99": burst_p99},
         "nginx_added_latency_ms": {"p50": nginx_p50, "p99": nginx_p99},
+        "nginx_at_own_half_max": {
+            "rate_rps": nginx_rate, "busy_percent": busy_percent(own_half_rounds["nginx"]),
+            "added_latency_ms": {"p50": own_half_p50, "p99": own_half_p99},
+            "added_latency_ms_by_round": own_half, "rounds": own_half_rounds,
+        },
+        "busy_percent_paced": {name: busy_percent(paced_rounds[name]) for name in ("nginx", "gatewatch")},
         "rss_mb": {"gateway": gateway_rss, "nginx": nginx_rss},
         "load_average": {"before": load_before[0], "after": load_after[0]},
         "cpu_us_per_request": {name: peak[name]["cpu_us_per_request"] for name in targets},
@@ -318,6 +340,11 @@ def vs_nginx(runs: dict[str, list[Run]], name: str) -> list[float]:
 def over_direct(runs: dict[str, list[Run]], name: str, key: str) -> list[float]:
     """The latency `name` adds over the direct run of the same round, for each round (ms)."""
     return by_round(runs, name, "direct", lambda run, base: run[key] - base[key])
+
+
+def busy_percent(runs: list[Run]) -> float:
+    """The median share of one CPU the serving processes used over `runs` (%)."""
+    return statistics.median(run["cpu_us_per_request"] * run["rps"] / 1e4 for run in runs)
 
 
 def span_outcomes(admin_port: int) -> dict[str, float]:
