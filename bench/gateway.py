@@ -15,6 +15,8 @@ reference for what one proxy hop costs on the machine.
 For reference, nginx is also paced at half of its own max, against direct at that rate: the p99
 target at the same load for a C proxy (on this 2-vCPU machine it missed it worse than the gateway:
 README, session 16).
+Before the paced runs, one process spinning on each CPU counts the gaps the machine leaves in it
+(bench/lib/stalls.py): the noise the paced rounds meet.
 Before the paced runs each proxy serves the paced run's connection count in a 2 s closed-loop run
 that is not measured. The max-rate phase uses 32 connections, so without it a proxy's
 first paced run grew its upstream pool from 32 to ~170 connections at the first stall, each new one
@@ -46,7 +48,7 @@ import jwt
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.lib import nginx  # noqa: E402
+from bench.lib import nginx, stalls  # noqa: E402
 from bench.lib import wrk as wrk_run  # noqa: E402
 from bench.lib.procs import child_pids, cpu_s, free_port, missing_tools, rss_mb, stop, wait_port  # noqa: E402
 from bench.lib.wrk import paced_script, scheduled_connections, scheduled_script  # noqa: E402
@@ -57,6 +59,7 @@ WORKERS = int(os.environ.get("GATEWAY_BENCH_WORKERS", "2"))
 ROUNDS = max(1, int(os.environ.get("GATEWAY_BENCH_ROUNDS", "3")))
 CONNECTIONS = 32
 PACED_CONNECTIONS = 8
+STALL_PROBE_S = 5.0
 SPAN_DRAIN_S = 2.0  # > the proxies' 0.2 s export delay: every partial batch has gone out
 SECRET = b"bench-secret-of-thirty-two-bytes"
 
@@ -217,6 +220,7 @@ def main() -> int:
             serving[multi_name] = child_pids(multi.pid)
         peak, peak_rounds = in_rounds(list(targets), lambda name: measured(*targets[name], serving[name]))
         rate = peak["gatewatch"]["rps"] / 2
+        cpu_stalls = stalls.measure(STALL_PROBE_S)  # the machine's own noise, next to the paced rounds
         schedule, scheduled_conns = scheduled_script(prefix, rate), scheduled_connections(rate)
         single = {name: target for name, target in targets.items() if name != multi_name}
         for name in ("nginx", "gatewatch"):  # the proxies: direct has no upstream pool to grow
@@ -289,6 +293,7 @@ def main() -> int:
           f"busy {busy_percent(own_half_rounds['nginx']):.0f}%) adds p50 {own_half_p50:+.2f} ms, "
           f"p99 {own_half_p99:+.2f} ms (by round: "
           + ", ".join(f"{p99:+.2f}" for p99 in own_half["p99"]) + ")")
+    print(stalls.summary(cpu_stalls, STALL_PROBE_S))
     if ROUNDS > 1:
         print("by round: gateway/nginx " + ", ".join(f"{value:.1%}" for value in ratios) + "; added p50/p99 "
               + ", ".join(f"{p50:+.2f}/{p99:+.2f}" for p50, p99 in zip(added_p50s, added_p99s, strict=True)) + " ms")
@@ -316,6 +321,7 @@ def main() -> int:
             "added_latency_ms": {"p50": own_half_p50, "p99": own_half_p99},
             "added_latency_ms_by_round": own_half, "rounds": own_half_rounds,
         },
+        "cpu_stalls": stalls.as_json(cpu_stalls),
         "busy_percent_paced": {name: busy_percent(paced_rounds[name]) for name in ("nginx", "gatewatch")},
         "rss_mb": {"gateway": gateway_rss, "nginx": nginx_rss},
         "load_average": {"before": load_before[0], "after": load_after[0]},
