@@ -1,8 +1,8 @@
 """How often the machine takes a CPU away from a process that wants it: one spinning process per CPU
 reads the monotonic clock in a loop and counts the gaps. On an idle 2-vCPU VM here a C spinner saw
-3-7 ms gaps; with both vCPUs busy, each lost 2-5 ms about once every two seconds (README, session
-16). A proxy at half its max rate is ~50-60% busy and needs that long again to catch up after such a
-gap, which is what its p99 measures on this machine."""
+3-7 ms gaps; with both vCPUs busy, a vCPU lost 2-5 ms every 0.4-4 s (README, session 16). A proxy
+at half its max rate is ~50-60% busy and needs about as long again to catch up after such a gap,
+which is what its p99 measures on this machine."""
 
 from __future__ import annotations
 
@@ -50,6 +50,8 @@ def measure(seconds: float) -> list[Stalls]:
     results = []
     for cpu, spinner in zip(cpus, spinners, strict=True):
         output, _ = spinner.communicate(timeout=seconds + 30)
+        if spinner.returncode != 0:
+            raise RuntimeError(f"the stall probe on cpu{cpu} exited with {spinner.returncode}")
         gaps_ms = [gap * 1000 for gap in json.loads(output)]
         results.append(Stalls(cpu, sum(gap >= 1 for gap in gaps_ms), sum(gap >= 2 for gap in gaps_ms),
                               max(gaps_ms, default=0.0), float(sum(gaps_ms))))
