@@ -65,7 +65,9 @@ def _serve(path: Path, settings: Settings, flags_beat_file: bool, worker: int | 
 
     from gatewatch.service import run_until_signal
     from proxy.gateway import GatewayService
+    from proxy.server import collect_fully_seldom
 
+    collect_fully_seldom()  # this process only proxies
     service = GatewayService(path, settings, worker=worker, shared=shared)
     if flags_beat_file:
         service.config = service.config.model_copy(update={"listen_port": None, "admin_port": None})
