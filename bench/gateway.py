@@ -142,6 +142,11 @@ def wrk(url: str, connections: int, headers: list[str], script: Path | None = No
     return wrk_run.run(url, connections, DURATION_S, headers, script)
 
 
+def schedule_at(prefix: Path, rate: float) -> tuple[Path, int]:
+    """wrk's Lua schedule for `rate` requests/s and the connection count it runs over."""
+    return scheduled_script(prefix, rate), scheduled_connections(rate)
+
+
 def warm_up(url: str, connections: int, headers: list[str]) -> None:
     """An unmeasured 2 s closed-loop run with `connections`: the proxy's upstream pool grows to that
     many, as it would in the first seconds of any steady load (the module docstring says why)."""
@@ -221,7 +226,7 @@ def main() -> int:
         peak, peak_rounds = in_rounds(list(targets), lambda name: measured(*targets[name], serving[name]))
         rate = peak["gatewatch"]["rps"] / 2
         cpu_stalls = stalls.measure(STALL_PROBE_S)  # the machine's own noise, next to the paced rounds
-        schedule, scheduled_conns = scheduled_script(prefix, rate), scheduled_connections(rate)
+        schedule, scheduled_conns = schedule_at(prefix, rate)
         single = {name: target for name, target in targets.items() if name != multi_name}
         for name in ("nginx", "gatewatch"):  # the proxies: direct has no upstream pool to grow
             warm_up(targets[name][0], scheduled_conns, targets[name][1])
@@ -229,7 +234,7 @@ def main() -> int:
                                                                               scheduled_conns, schedule))
         # nginx at half of its own max: what the p99 target means for a C proxy loaded as the gateway is
         nginx_rate = peak["nginx"]["rps"] / 2
-        nginx_schedule, nginx_conns = scheduled_script(prefix, nginx_rate), scheduled_connections(nginx_rate)
+        nginx_schedule, nginx_conns = schedule_at(prefix, nginx_rate)
         warm_up(targets["nginx"][0], nginx_conns, [])
         _, own_half_rounds = in_rounds(["direct", "nginx"], lambda name: measured(
             *targets[name], serving[name], nginx_conns, nginx_schedule))
@@ -238,7 +243,7 @@ def main() -> int:
         multi_paced: dict[str, dict[str, float]] = {}
         if multi is not None:  # the same at half of the multi-worker gateway's own max, against direct
             multi_rate = peak[multi_name]["rps"] / 2
-            schedule, conns = scheduled_script(prefix, multi_rate), scheduled_connections(multi_rate)
+            schedule, conns = schedule_at(prefix, multi_rate)
             warm_up(targets[multi_name][0], conns, targets[multi_name][1])
             multi_paced = {name: wrk(targets[name][0], conns, targets[name][1], schedule)
                            for name in ("direct", multi_name)}

@@ -36,8 +36,8 @@ class Stalls:
     the time they took together (ms)."""
 
     cpu: int
-    over_1ms: int
-    over_2ms: int
+    at_least_1ms: int
+    at_least_2ms: int
     longest_ms: float
     lost_ms: float
 
@@ -60,7 +60,8 @@ def measure(seconds: float) -> list[Stalls]:
 
 def summary(stalls: list[Stalls], seconds: float) -> str:
     """One line for a benchmark's report."""
-    each_cpu = "; ".join(f"cpu{one.cpu} {one.over_1ms} / {one.over_2ms}, {one.longest_ms:.1f} ms" for one in stalls)
+    each_cpu = "; ".join(f"cpu{one.cpu} {one.at_least_1ms} / {one.at_least_2ms}, {one.longest_ms:.1f} ms"
+                         for one in stalls)
     return f"CPU stalls with every CPU busy ({seconds:g} s; gaps of 1 ms or more / 2 ms or more, longest): {each_cpu}"
 
 
