@@ -4,7 +4,8 @@
   anomaly score and the robust distance (mean of the three largest per-feature |z|), mapped to
   [0, 1] by a logistic that is 0.5 five deviations out (ordinary clients sit near 0). IsolationForest
   alone saturates on the few dozen clients of a short window; the distance keeps the scale. The
-  clients a first fit finds anomalous are left out of the fit that sets these references;
+  clients a first fit finds anomalous, combined or in either view, are left out of the fit that sets
+  these references;
 * supervised (labels from `ground_truth`): gradient boosting over the features plus that anomaly
   score, wrapped in sigmoid (Platt) calibration, so its probability is the combined, calibrated score.
 Explanations are robust z-scores against normal training clients, weighted by feature importance.
@@ -41,14 +42,22 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 UNSUPERVISED_KNEE = 5.0  # robust deviations at which the unsupervised score is 0.5
-# An unlabeled fit learns "normal" from the clients a first fit scores below this many deviations
-# (a score of 0.12), when at least half of them, and MIN_ORDINARY, are.
+# An unlabeled fit learns "normal" from the clients a first fit scores below TRIM_AT deviations
+# (a score of 0.12) and below TRIM_EITHER_AT in each of its two views alone, when at least half of
+# them, and MIN_ORDINARY, are. IsolationForest takes a group of alike clients (one scraper on six
+# addresses, a quarter of a short window) for a dense, ordinary region, so the group can stay under
+# the combined score while the distance alone finds each of them 4-5 deviations out.
 TRIM_AT = 3.0
+TRIM_EITHER_AT = 4.0
 MIN_ORDINARY = 5
 
 
 def _robust_z(values: np.ndarray, mid: float, spread: float) -> np.ndarray:
     return (values - mid) / max(spread, 1e-3)
+
+
+def _combined(z_if: np.ndarray, z_dist: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.clip(z_if, -10, 50) + np.clip(z_dist, -10, 50))
 
 
 @dataclass
@@ -77,7 +86,7 @@ class BotModel:
         if labels is not None:
             return cls._fit(frame, labels, seed)
         first = cls._fit(frame, None, seed)
-        ordinary = first.anomaly(design_matrix(frame)) < TRIM_AT
+        ordinary = first._ordinary(design_matrix(frame))
         if ordinary.all() or ordinary.sum() < max(MIN_ORDINARY, len(frame) // 2):
             return first  # nothing to leave out, or too few clients would be left to learn from
         model = cls._fit(frame[ordinary], None, seed)
@@ -106,11 +115,19 @@ class BotModel:
         z = np.minimum(np.abs((x - self.median) / self.spread), 50.0)
         return np.sort(z, axis=1)[:, -3:].mean(axis=1)
 
+    def _views(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """IsolationForest's anomaly and the robust distance, each in deviations from normal training clients."""
+        z_if = _robust_z(-self.iforest.score_samples(x), self.if_mid, self.if_spread)
+        return z_if, _robust_z(self._distance(x), self.dist_mid, self.dist_spread)
+
     def anomaly(self, x: np.ndarray) -> np.ndarray:
         """Combined unsupervised anomaly in robust deviations from normal training clients."""
-        z_if = _robust_z(-self.iforest.score_samples(x), self.if_mid, self.if_spread)
-        z_dist = _robust_z(self._distance(x), self.dist_mid, self.dist_spread)
-        return 0.5 * (np.clip(z_if, -10, 50) + np.clip(z_dist, -10, 50))
+        return _combined(*self._views(x))
+
+    def _ordinary(self, x: np.ndarray) -> np.ndarray:
+        """Which rows an unlabeled refit may learn normal from: under TRIM_AT combined and TRIM_EITHER_AT alone."""
+        z_if, z_dist = self._views(x)
+        return (_combined(z_if, z_dist) < TRIM_AT) & (np.maximum(z_if, z_dist) < TRIM_EITHER_AT)
 
     def _fit_supervised(self, x: np.ndarray, labels: np.ndarray, seed: int) -> None:
         stacked = np.column_stack([x, self.anomaly(x)])
